@@ -1,0 +1,1 @@
+"""avalanche-sst."""

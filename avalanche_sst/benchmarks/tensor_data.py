@@ -1,0 +1,117 @@
+"""Image datasets held as uint8 tensors, and batched augmentation.
+
+The fast data path: samples stay uint8 ``[C, H, W]`` tensors (no per-sample
+PIL round trip); the collate function stacks a batch and then applies the
+augmentation (random crop with zero padding, horizontal flip) and the
+normalisation as a few tensor operations on the whole batch. The per-sample
+torchvision pipeline (``ToTensor`` + ``RandomCrop`` + ``RandomHorizontalFlip``
++ ``Normalize``) is kept as the reference path; both feed identical images
+when augmentation is off, and the same augmentation distribution when it is
+on (tests check both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+
+class TensorImageDataset(Dataset):
+    """A classification dataset of uint8 images ``[N, C, H, W]``."""
+
+    def __init__(self, images: torch.Tensor, targets, classes: Optional[Sequence[str]] = None):
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor of shape [N, C, H, W]")
+        targets = torch.as_tensor(targets, dtype=torch.long).flatten()
+        if len(targets) != len(images):
+            raise ValueError(f"images has {len(images)} samples but targets has {len(targets)}")
+        self.images = images
+        self.targets: list[int] = targets.tolist()
+        n_classes = (max(self.targets) + 1) if self.targets else 0
+        self.classes = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.targets[index]
+
+
+def random_crop_flip(
+    images: torch.Tensor,
+    padding: int = 4,
+    flip: bool = True,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Per-sample random crop (zero padding) and horizontal flip of a batch.
+
+    Same distribution as torchvision's ``RandomCrop(size, padding)`` followed
+    by ``RandomHorizontalFlip(0.5)`` applied sample by sample: each offset is
+    uniform in ``[0, 2 * padding]`` on both axes, each flip has probability
+    0.5. Works on any dtype and on the batch's device.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    if padding > 0:
+        padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+        gen_device = generator.device if generator is not None else device
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=gen_device).to(device)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=gen_device).to(device)
+        # Gather crops with one advanced-indexing op instead of a Python loop.
+        rows = (dy[:, None] + torch.arange(h, device=device)[None, :])[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=device)[None, :])[:, None, None, :]
+        batch = torch.arange(n, device=device)[:, None, None, None]
+        chans = torch.arange(images.shape[1], device=device)[None, :, None, None]
+        images = padded[batch, chans, rows, cols]
+    if flip:
+        gen_device = generator.device if generator is not None else device
+        flips = (torch.rand(n, generator=generator, device=gen_device) < 0.5).to(device)
+        images = torch.where(flips[:, None, None, None], images.flip(-1), images)
+    return images
+
+
+def to_normalized_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` -> float, scaled to [0, 1] then normalised per channel."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float().div_(255.0) - mean_t).div_(std_t)
+
+
+@dataclass
+class BatchCollate:
+    """Collate for datasets of ``(uint8 image, target[, task label])`` items.
+
+    Stacks the batch, applies :func:`random_crop_flip` when ``augment`` is set,
+    and normalises. Picklable, so it works with DataLoader workers.
+    """
+
+    mean: Sequence[float]
+    std: Sequence[float]
+    augment: bool = False
+    padding: int = 4
+    flip: bool = True
+
+    def __call__(self, items):
+        columns = list(zip(*items))
+        images = torch.stack(columns[0])
+        if self.augment:
+            images = random_crop_flip(images, self.padding, self.flip)
+        out = [to_normalized_float(images, self.mean, self.std)]
+        out.extend(torch.as_tensor(col, dtype=torch.long) for col in columns[1:])
+        return out
+
+
+def per_sample_transforms(mean, std, augment: bool, image_size: int, padding: int = 4, flip: bool = True):
+    """The reference per-sample torchvision pipeline for uint8 tensors."""
+    from torchvision.transforms import v2
+
+    steps = [v2.ToImage()]
+    if augment:
+        steps.append(v2.RandomCrop(image_size, padding=padding))
+        if flip:
+            steps.append(v2.RandomHorizontalFlip(0.5))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)

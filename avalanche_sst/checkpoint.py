@@ -1,0 +1,31 @@
+"""Crash-safe checkpoints of plain state dicts, loaded with ``weights_only=True``.
+
+Avalanche's dill-based ``save_checkpoint`` pickles whole strategies (and
+cannot pickle every optimizer here); we store only tensors, numbers, strings,
+lists and dicts, so loading never executes pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+
+def save_checkpoint(path: os.PathLike | str, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: a crash mid-write leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: os.PathLike | str, map_location: Optional[str | torch.device] = "cpu") -> Optional[dict]:
+    """The saved state, or ``None`` if there is no checkpoint yet."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location=map_location, weights_only=True)

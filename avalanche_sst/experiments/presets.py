@@ -1,0 +1,81 @@
+"""Sweep presets: every hyperparameter of a run, named, in one dataclass.
+
+``quick`` is the README's main job (2 CPU cores, a few minutes); ``full`` is
+the CPU setting the accuracy results in the docs come from. Values follow
+../shared/METHOD.md (SGD, momentum 0.9, cosine annealing, lr 0.1 from scratch
+and 0.001 afterwards), with epochs and data scaled down for CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Preset:
+    name: str = "custom"
+    dataset: str = "fashion_mnist"
+    data_root: str | None = None
+    model: str = "resnet8"
+    methods: tuple[str, ...] = ("finetune", "lwf", "ewc", "cumulative", "sst")
+    ratios: tuple[float, ...] = (1, 1, 1, 1)
+    seeds: tuple[int, ...] = (0,)
+    train_fraction: float = 1.0  # stratified subsample of the training set, before splitting
+    test_fraction: float = 1.0
+    validation_fraction: float = 0.1
+    label_noise: float = 0.0
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    epochs_scratch: int = 10
+    epochs_finetune: int = 5
+    lr_scratch: float = 0.1
+    lr_finetune: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    # Baseline hyperparameters (Avalanche's names).
+    lwf_alpha: float = 1.0
+    lwf_temperature: float = 2.0
+    ewc_lambda: float = 100.0
+    # SST framework (issue 3); per-phase epochs.
+    sst_epochs: int = 5
+    aod_epochs: int = 5
+    sst_kwargs: dict = field(default_factory=dict)
+    device: str = "cpu"
+    num_threads: int = 0  # 0: torch's default
+
+    def replace(self, **changes) -> "Preset":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "quick": Preset(
+        name="quick",
+        seeds=(0,),
+        train_fraction=0.1,
+        test_fraction=0.2,
+        epochs_scratch=4,
+        epochs_finetune=2,
+        sst_epochs=2,
+        aod_epochs=2,
+    ),
+    "full": Preset(
+        name="full",
+        seeds=(0, 1, 2),
+        train_fraction=1.0,
+        epochs_scratch=15,
+        epochs_finetune=8,
+        sst_epochs=8,
+        aod_epochs=8,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None

@@ -1,0 +1,222 @@
+"""Run several methods on the same benchmark and tabulate Top-1 per step.
+
+Every run of one seed shares the split (seeded), the model initialisation
+(the same ``torch.manual_seed`` before building it) and the evaluation on the
+whole test set after each step. Each run writes TensorBoard event files and
+CSV logs (Avalanche's loggers) under ``<out>/<method>/seed<k>/``, plus our own
+``steps.csv`` and a resumable ``checkpoint.pt`` after every finished step;
+rerunning the same command skips finished runs and resumes unfinished ones
+at their last finished step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from avalanche_sst.benchmarks import same_class_accumulating, stratified_split
+from avalanche_sst.benchmarks.same_class import RelabelledSubset
+from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
+from avalanche_sst.experiments.methods import StrategyContext, get_method
+from avalanche_sst.experiments.presets import PRESETS, Preset, get_preset
+from avalanche_sst.experiments.tables import write_tables
+from avalanche_sst.metrics import make_evaluator
+
+ACC_KEY = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
+
+
+@dataclass
+class RunResult:
+    method: str
+    seed: int
+    accuracies: list[float]  # Top-1 on the test set after each step, in [0, 1]
+    seconds: float
+
+
+def load_dataset(name: str, root: Optional[str]):
+    from avalanche_sst.benchmarks import datasets
+
+    loaders = {
+        "fashion_mnist": lambda: datasets.fashion_mnist(root),
+        "cifar100": lambda: datasets.cifar100(root),
+        "tiny_imagenet": lambda: datasets.tiny_imagenet(root),
+    }
+    if name not in loaders:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(loaders)}")
+    return loaders[name]()
+
+
+def _subsample(dataset, fraction: float, seed: int):
+    if fraction >= 1.0:
+        return dataset
+    targets = torch.as_tensor(dataset.targets)
+    keep, _ = stratified_split(targets, (fraction, 1 - fraction), torch.Generator().manual_seed(10_000 + seed))
+    if hasattr(dataset, "images"):  # keep the fast tensor path
+        from avalanche_sst.benchmarks import TensorImageDataset
+
+        return TensorImageDataset(dataset.images[keep], targets[keep], dataset.classes)
+    return RelabelledSubset(dataset, keep, targets[keep])
+
+
+def build_benchmark(preset: Preset, seed: int, data=None):
+    train, test = data if data is not None else load_dataset(preset.dataset, preset.data_root)
+    train = _subsample(train, preset.train_fraction, seed)
+    test = _subsample(test, preset.test_fraction, seed)
+    return same_class_accumulating(
+        train,
+        test,
+        ratios=preset.ratios,
+        seed=seed,
+        validation_fraction=preset.validation_fraction,
+        label_noise=preset.label_noise,
+    )
+
+
+def build_model(preset: Preset, benchmark, seed: int) -> torch.nn.Module:
+    from avalanche_sst.models import build_model as build
+
+    in_channels = int(benchmark.test_stream[0].dataset[0][0].shape[0])
+    torch.manual_seed(seed)  # same initialisation for every method of this seed
+    return build(preset.model, num_classes=benchmark.num_classes, in_channels=in_channels)
+
+
+def _run_dir(out: Path, method: str, seed: int) -> Path:
+    return out / method / f"seed{seed}"
+
+
+def run_one(
+    preset: Preset,
+    method_name: str,
+    seed: int,
+    benchmark,
+    out: Path,
+    extra_plugins: Sequence = (),
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    run_dir = _run_dir(out, method_name, seed)
+    done_file = run_dir / "done.json"
+    if done_file.exists():
+        d = json.loads(done_file.read_text())
+        log(f"[{method_name} seed {seed}] finished earlier: {_fmt(d['accuracies'])}")
+        return RunResult(method_name, seed, d["accuracies"], d["seconds"])
+
+    method = get_method(method_name)
+    device = torch.device(preset.device)
+    model = build_model(preset, benchmark, seed)
+    ctx = StrategyContext(model=model, config=preset, evaluator=make_evaluator(run_dir), device=device,
+                          plugins=list(extra_plugins), valid_stream=getattr(benchmark, "valid_stream", None))
+    strategy = method.build(ctx)
+    train_stream = list(benchmark.train_stream)
+
+    accuracies: list[float] = []
+    seconds = 0.0
+    start_step = 0
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path)
+    if state is not None:
+        start_step = int(state["step"])
+        accuracies = list(state["accuracies"])
+        seconds = float(state["seconds"])
+        strategy.model.load_state_dict(state["model"])
+        method.load_state_dict(strategy, state["method"], train_stream[:start_step])
+        strategy.clock.train_exp_counter = start_step
+        log(f"[{method_name} seed {seed}] resuming after step {start_step}")
+
+    for step in range(start_step, len(train_stream)):
+        torch.manual_seed(seed * 1000 + step)  # shuffling/augmentation identical on resume
+        t0 = time.perf_counter()
+        strategy.train(train_stream[step], eval_streams=[])
+        result = strategy.eval(benchmark.test_stream)
+        seconds += time.perf_counter() - t0
+        accuracies.append(float(result[ACC_KEY]))
+        save_checkpoint(ckpt_path, {
+            "step": step + 1,
+            "accuracies": accuracies,
+            "seconds": seconds,
+            "model": strategy.model.state_dict(),
+            "method": method.state_dict(strategy),
+        })
+        log(f"[{method_name} seed {seed}] step {step + 1}/{len(train_stream)}: "
+            f"top-1 {100 * accuracies[-1]:.2f}%  ({seconds:.0f} s)")
+
+    _close_loggers(strategy)
+    (run_dir / "steps.csv").write_text(
+        "step,top1\n" + "".join(f"{i + 1},{a:.6f}\n" for i, a in enumerate(accuracies))
+    )
+    done_file.write_text(json.dumps({"accuracies": accuracies, "seconds": seconds}))
+    return RunResult(method_name, seed, accuracies, seconds)
+
+
+def _close_loggers(strategy) -> None:
+    for logger in getattr(strategy.evaluator, "loggers", []):
+        close = getattr(logger, "close", None)
+        if callable(close):
+            close()
+
+
+def _fmt(accs: Sequence[float]) -> str:
+    return " ".join(f"{100 * a:.2f}" for a in accs)
+
+
+def run_sweep(
+    preset: Preset,
+    out: str | Path,
+    data=None,
+    extra_plugins: Callable[[str, int], Sequence] = lambda method, seed: (),
+    log: Callable[[str], None] = print,
+    command: Optional[str] = None,
+) -> list[RunResult]:
+    """Run every method of ``preset`` for every seed; write the tables."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if preset.num_threads:
+        torch.set_num_threads(preset.num_threads)
+    for name in preset.methods:
+        get_method(name)  # fail fast on a typo, before any training
+    (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))
+    if data is None:
+        data = load_dataset(preset.dataset, preset.data_root)
+    results = []
+    t0 = time.perf_counter()
+    for seed in preset.seeds:
+        benchmark = build_benchmark(preset, seed, data)
+        for name in preset.methods:
+            results.append(run_one(preset, name, seed, benchmark, out, extra_plugins(name, seed), log))
+    write_tables(results, out, preset, command=command, wall_seconds=time.perf_counter() - t0)
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    parser.add_argument("--out", default=None, help="output folder (default: results/<preset>)")
+    parser.add_argument("--methods", nargs="+", default=None, help="override the preset's methods")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--dataset", default=None, choices=["fashion_mnist", "cifar100", "tiny_imagenet"])
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    preset = get_preset(args.preset)
+    changes = {k: v for k, v in {
+        "methods": tuple(args.methods) if args.methods else None,
+        "seeds": tuple(args.seeds) if args.seeds else None,
+        "model": args.model, "dataset": args.dataset, "data_root": args.data_root, "device": args.device,
+    }.items() if v is not None}
+    preset = preset.replace(**changes)
+    out = Path(args.out or f"results/{preset.name}")
+    command = "python experiments/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    run_sweep(preset, out, command=command.strip())
+    print((out / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Result tables and plots, generated only from the runs' own numbers.
+
+``table.md`` / ``table.csv``: Top-1 (%) on the whole test set after each step,
+mean ± std over seeds (sample std, ddof=1; "±0.00" with one seed), with the
+command and seeds that produced them. ``runs.csv``: every run's raw numbers.
+``accuracy.png``: accuracy per step per method.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = list(values)
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarize(results) -> dict[str, list[tuple[float, float]]]:
+    """method -> [(mean %, std %) per step] over seeds, in first-seen method order."""
+    by_method: dict[str, list[list[float]]] = defaultdict(list)
+    for r in results:
+        by_method[r.method].append([100.0 * a for a in r.accuracies])
+    summary = {}
+    for method, runs in by_method.items():
+        steps = min(len(r) for r in runs)
+        summary[method] = [mean_std([r[s] for r in runs]) for s in range(steps)]
+    return summary
+
+
+def markdown_table(summary: dict[str, list[tuple[float, float]]]) -> str:
+    steps = max(len(v) for v in summary.values())
+    header = "| method | " + " | ".join(f"step {s + 1}" for s in range(steps)) + " |"
+    lines = [header, "|---" * (steps + 1) + "|"]
+    for method, cells in summary.items():
+        lines.append(f"| {method} | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in cells) + " |")
+    return "\n".join(lines)
+
+
+def write_tables(results, out: Path, preset, command: Optional[str] = None, wall_seconds: float = 0.0) -> None:
+    out = Path(out)
+    summary = summarize(results)
+    seeds = sorted({r.seed for r in results})
+    lines = [
+        f"Top-1 accuracy (%) on the test set after each step, mean ± std over seeds {seeds}.",
+        f"Preset `{preset.name}`: {preset.dataset}, {preset.model}, ratios {list(preset.ratios)}, "
+        f"train fraction {preset.train_fraction}, test fraction {preset.test_fraction}.",
+        "",
+        markdown_table(summary),
+        "",
+    ]
+    if command:
+        lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time "
+                     "(finished runs reused from earlier invocations count as 0 s).")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+    steps = max(len(v) for v in summary.values())
+    csv = ["method," + ",".join(f"step{s + 1}_mean,step{s + 1}_std" for s in range(steps))]
+    for method, cells in summary.items():
+        csv.append(method + "," + ",".join(f"{m:.4f},{s:.4f}" for m, s in cells))
+    (out / "table.csv").write_text("\n".join(csv) + "\n")
+
+    raw = ["method,seed,step,top1,seconds"]
+    for r in results:
+        raw += [f"{r.method},{r.seed},{i + 1},{a:.6f},{r.seconds:.1f}" for i, a in enumerate(r.accuracies)]
+    (out / "runs.csv").write_text("\n".join(raw) + "\n")
+    plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")
+
+
+def plot_accuracy(summary, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, cells in summary.items():
+        steps = range(1, len(cells) + 1)
+        means = [m for m, _ in cells]
+        stds = [s for _, s in cells]
+        ax.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=method)
+    ax.set_xlabel("step (experience)")
+    ax.set_ylabel("Top-1 accuracy on the test set (%)")
+    ax.set_xticks(list(range(1, max(len(c) for c in summary.values()) + 1)))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

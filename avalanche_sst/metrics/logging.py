@@ -1,0 +1,74 @@
+"""Evaluation set-up and method-specific scalars.
+
+Accuracy and loss go through Avalanche's ``EvaluationPlugin`` (epoch,
+experience and stream level; no per-iteration metrics or progress bars).
+Method plugins log their own scalars (SP_r, loss terms, teacher updates) with
+:func:`log_scalar`, which writes to every ``TensorboardLogger`` of the
+strategy's evaluator and records the event in ``strategy.sst_events`` so
+tests and tables can read the phase order without parsing event files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+from avalanche.logging import CSVLogger, TensorboardLogger, TextLogger
+from avalanche.training.plugins import EvaluationPlugin
+
+
+@dataclass
+class EventLog:
+    tag: str
+    value: float
+    step: int
+
+
+def make_evaluator(log_dir: Optional[str | Path] = None, text: bool = False) -> EvaluationPlugin:
+    """Accuracy and loss at epoch, experience and stream level.
+
+    With ``log_dir``, TensorBoard event files go to ``log_dir/tb`` and
+    Avalanche's CSV logs to ``log_dir/csv``; ``text`` adds a plain text log.
+    """
+    loggers = []
+    if log_dir is not None:
+        log_dir = Path(log_dir)
+        loggers.append(TensorboardLogger(tb_log_dir=str(log_dir / "tb")))
+        loggers.append(CSVLogger(log_folder=str(log_dir / "csv")))
+    if text:
+        loggers.append(TextLogger())
+    return EvaluationPlugin(
+        accuracy_metrics(epoch=True, experience=True, stream=True),
+        loss_metrics(epoch=True, experience=True, stream=True),
+        loggers=loggers,
+    )
+
+
+def _tensorboard_writers(strategy):
+    evaluator = getattr(strategy, "evaluator", None)
+    for logger in getattr(evaluator, "loggers", []) or []:
+        if isinstance(logger, TensorboardLogger):
+            yield logger.writer
+
+
+def log_scalar(strategy, tag: str, value: float, step: Optional[int] = None) -> None:
+    """Log a method scalar to TensorBoard and to ``strategy.sst_events``."""
+    value = float(value)
+    if step is None:
+        step = int(getattr(strategy.clock, "train_exp_epochs", 0))
+    if not hasattr(strategy, "sst_events"):
+        strategy.sst_events = []
+    strategy.sst_events.append(EventLog(tag, value, step))
+    for writer in _tensorboard_writers(strategy):
+        writer.add_scalar(tag, value, step)
+
+
+def log_histogram(strategy, tag: str, values: torch.Tensor, step: Optional[int] = None) -> None:
+    """Log a histogram (e.g. |gamma| after sparsity training, the paper's Fig. 3)."""
+    if step is None:
+        step = int(getattr(strategy.clock, "train_exp_counter", 0))
+    for writer in _tensorboard_writers(strategy):
+        writer.add_histogram(tag, values.detach().cpu(), step)
