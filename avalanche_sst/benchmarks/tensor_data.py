@@ -115,3 +115,44 @@ def per_sample_transforms(mean, std, augment: bool, image_size: int, padding: in
             steps.append(v2.RandomHorizontalFlip(0.5))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
+
+
+def color_jitter(
+    images: torch.Tensor,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Per-sample colour jitter of a float batch in [0, 1], as batched tensor ops.
+
+    Each sample gets its own factors, uniform in ``[1 - s, 1 + s]`` (as
+    torchvision's ``ColorJitter`` draws them per call): brightness scales the
+    pixels, contrast blends with the sample's mean grey level, saturation with
+    its greyscale image (colour images only). torchvision's functional ops
+    take one factor per call, hence this batched version.
+    """
+    n = images.shape[0]
+    device = images.device
+    gen_device = generator.device if generator is not None else device
+
+    def factors(strength):
+        u = torch.rand(n, generator=generator, device=gen_device).to(device)
+        return (1 - strength + 2 * strength * u).view(n, 1, 1, 1)
+
+    def grey(x):
+        if x.shape[1] == 3:
+            w = torch.tensor([0.299, 0.587, 0.114], device=device, dtype=x.dtype).view(1, 3, 1, 1)
+            return (x * w).sum(dim=1, keepdim=True)
+        return x.mean(dim=1, keepdim=True)
+
+    x = images
+    if brightness > 0:
+        x = (x * factors(brightness)).clamp_(0, 1)
+    if contrast > 0:
+        mean = grey(x).mean(dim=(2, 3), keepdim=True)
+        x = ((x - mean) * factors(contrast) + mean).clamp_(0, 1)
+    if saturation > 0 and x.shape[1] == 3:
+        g = grey(x)
+        x = ((x - g) * factors(saturation) + g).clamp_(0, 1)
+    return x

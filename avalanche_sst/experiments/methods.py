@@ -168,3 +168,33 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}") from None
+
+
+# --- the SST framework (Lee & Kim 2023) ---------------------------------------
+
+
+def _build_sst(ctx: StrategyContext, **overrides):
+    from avalanche_sst.strategies import MultiStepSST
+
+    cfg = ctx.config
+    kwargs = dict(
+        valid_stream=ctx.valid_stream,
+        num_experiences=len(cfg.ratios),
+        epochs_scratch=cfg.epochs_scratch, epochs_sst=cfg.sst_epochs, epochs_aod=cfg.aod_epochs,
+        lr_scratch=cfg.lr_scratch, lr_sst=cfg.lr_scratch, lr_aod=cfg.lr_finetune,
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        train_mb_size=cfg.batch_size, eval_mb_size=cfg.eval_batch_size,
+        device=ctx.device, evaluator=ctx.evaluator, plugins=ctx.plugins,
+    )
+    kwargs.update(cfg.sst_kwargs)
+    kwargs.update(overrides)
+    return MultiStepSST(model=ctx.model, **kwargs)
+
+
+register(Method("sst", _build_sst, "ours: multi-step SST + diverse re-init + AOD + MSL (Lee & Kim 2023)",
+                lambda strategy: strategy.state_dict(),
+                lambda strategy, state, done_exps: strategy.load_state_dict(state)))
+
+
+# The paper's other baselines (HPO, DML, LwM) register themselves.
+from avalanche_sst.experiments import baselines  # noqa: E402,F401

@@ -43,6 +43,8 @@ class Preset:
     sst_kwargs: dict = field(default_factory=dict)
     device: str = "cpu"
     num_threads: int = 0  # 0: torch's default
+    # Denormal floats slow CPU convolutions by up to 20x here (ResNet-20: 54 vs 1017 samples/s).
+    flush_denormal: bool = True
 
     def replace(self, **changes) -> "Preset":
         return dataclasses.replace(self, **changes)
@@ -55,11 +57,12 @@ PRESETS = {
     "quick": Preset(
         name="quick",
         seeds=(0,),
-        train_fraction=0.1,
+        train_fraction=0.2,
         test_fraction=0.2,
+        batch_size=64,
         epochs_scratch=4,
         epochs_finetune=2,
-        sst_epochs=2,
+        sst_epochs=9,
         aod_epochs=2,
     ),
     "full": Preset(

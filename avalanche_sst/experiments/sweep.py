@@ -132,7 +132,9 @@ def run_one(
     for step in range(start_step, len(train_stream)):
         torch.manual_seed(seed * 1000 + step)  # shuffling/augmentation identical on resume
         t0 = time.perf_counter()
-        strategy.train(train_stream[step], eval_streams=[])
+        # Fresh optimizer state per step (each step restarts its lr schedule anyway), so a
+        # resumed run equals an uninterrupted one: momentum is not in the checkpoint.
+        strategy.train(train_stream[step], eval_streams=[], reset_optimizer_state=True)
         result = strategy.eval(benchmark.test_stream)
         seconds += time.perf_counter() - t0
         accuracies.append(float(result[ACC_KEY]))
@@ -178,6 +180,8 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     if preset.num_threads:
         torch.set_num_threads(preset.num_threads)
+    if preset.flush_denormal:
+        torch.set_flush_denormal(True)
     for name in preset.methods:
         get_method(name)  # fail fast on a typo, before any training
     (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))

@@ -1,5 +1,6 @@
 """Evaluation and logging: Avalanche's EvaluationPlugin and loggers, plus method scalars."""
 
-from .logging import EventLog, log_histogram, log_scalar, make_evaluator
+from .logging import EventLog, log_histogram, log_root, log_scalar, make_evaluator
+from .validation import accuracy
 
-__all__ = ["EventLog", "log_histogram", "log_scalar", "make_evaluator"]
+__all__ = ["EventLog", "accuracy", "log_histogram", "log_root", "log_scalar", "make_evaluator"]

@@ -54,21 +54,42 @@ def _tensorboard_writers(strategy):
             yield logger.writer
 
 
+def log_root(strategy):
+    """The strategy whose loggers receive the scalars.
+
+    A composite strategy (``MultiStepSST``) runs its phases as inner
+    strategies whose ``sst_parent`` points to it, so every phase logs into
+    the one run the user sees.
+    """
+    while getattr(strategy, "sst_parent", None) is not None:
+        strategy = strategy.sst_parent
+    return strategy
+
+
+def default_step(strategy) -> int:
+    """A monotonic x-axis: the root's phase-epoch counter, else its iterations."""
+    root = log_root(strategy)
+    if hasattr(root, "sst_epoch_counter"):
+        return int(root.sst_epoch_counter)
+    return int(strategy.clock.train_iterations)
+
+
 def log_scalar(strategy, tag: str, value: float, step: Optional[int] = None) -> None:
-    """Log a method scalar to TensorBoard and to ``strategy.sst_events``."""
+    """Log a method scalar to TensorBoard and to ``root.sst_events``."""
     value = float(value)
+    root = log_root(strategy)
     if step is None:
-        step = int(getattr(strategy.clock, "train_exp_epochs", 0))
-    if not hasattr(strategy, "sst_events"):
-        strategy.sst_events = []
-    strategy.sst_events.append(EventLog(tag, value, step))
-    for writer in _tensorboard_writers(strategy):
+        step = default_step(strategy)
+    if not hasattr(root, "sst_events"):
+        root.sst_events = []
+    root.sst_events.append(EventLog(tag, value, step))
+    for writer in _tensorboard_writers(root):
         writer.add_scalar(tag, value, step)
 
 
 def log_histogram(strategy, tag: str, values: torch.Tensor, step: Optional[int] = None) -> None:
     """Log a histogram (e.g. |gamma| after sparsity training, the paper's Fig. 3)."""
     if step is None:
-        step = int(getattr(strategy.clock, "train_exp_counter", 0))
-    for writer in _tensorboard_writers(strategy):
+        step = default_step(strategy)
+    for writer in _tensorboard_writers(log_root(strategy)):
         writer.add_histogram(tag, values.detach().cpu(), step)

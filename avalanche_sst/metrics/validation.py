@@ -1,0 +1,31 @@
+"""Top-1 accuracy of a model on a dataset, for model selection inside a step.
+
+AOD picks the better student and MSL decides teacher updates on the current
+part's validation slice; those choices are not Avalanche metrics (they never
+reach the test set), so they use this small loop with the dataset's own
+collate function (the fast batched path where the benchmark provides it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, dataset, device: torch.device | str = "cpu", batch_size: int = 1000) -> float:
+    """Fraction of correct top-1 predictions; the model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    data = dataset.eval() if hasattr(dataset, "eval") else dataset
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False,
+                        collate_fn=getattr(data, "collate_fn", None))
+    correct = total = 0
+    for batch in loader:
+        x, y = batch[0].to(device), batch[1].to(device)
+        correct += (model(x).argmax(dim=1) == y).sum().item()
+        total += len(y)
+    model.train(was_training)
+    if total == 0:
+        raise ValueError("the validation dataset is empty; use a validation_fraction > 0")
+    return correct / total

@@ -1,0 +1,125 @@
+"""Multi-step loss (MSL), Lee & Kim 2023, sec. III-E, eq. 9.
+
+In an SST phase of a later step there is no earlier data, so the data loss is
+replaced by distillation from the network trained so far:
+``L_MS = KL(P_T || P_S) + (1/n) sum_i L_AT,i`` over the n residual blocks,
+with Zagoruyko & Komodakis' attention transfer loss (beta = 1000, their
+reference scale). No cross-entropy; the classifier is frozen; the teacher is
+frozen and in eval mode, and at each epoch end it is replaced by the student
+when the student's accuracy on the current part's validation slice is higher.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+from avalanche_sst.losses import msl_loss
+from avalanche_sst.metrics.logging import log_scalar
+from avalanche_sst.metrics.validation import accuracy
+from avalanche_sst.models import capture_block_outputs, classifier, require_blocks
+
+
+class MSLPlugin(SupervisedPlugin):
+    """Replace the data loss by eq. 9 and keep an improving frozen teacher.
+
+    :param beta: attention-transfer weight (1000, Zagoruyko & Komodakis).
+    :param temperature: softmax temperature of the logit term.
+    :param update_teacher: make the student the teacher when it validates better.
+    :param valid_stream: per-experience validation slices (``benchmark.valid_stream``);
+        needed when ``update_teacher`` is set, unless the strategy provides
+        ``strategy.sst_valid_dataset`` (``MultiStepSST`` does).
+    :param teacher: a fixed teacher; by default a frozen copy of the model at
+        the start of each experience.
+    """
+
+    def __init__(self, beta: float = 1000.0, temperature: float = 1.0, update_teacher: bool = True,
+                 valid_stream=None, teacher: torch.nn.Module | None = None):
+        super().__init__()
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.beta = float(beta)
+        self.temperature = float(temperature)
+        self.update_teacher = update_teacher
+        self.valid_stream = valid_stream
+        self.given_teacher = teacher
+        self.teacher: torch.nn.Module | None = None
+        self.teacher_updates = 0
+        self._contexts = []
+        self._student_feats = self._teacher_feats = None
+        self._saved_criterion = None
+        self._frozen: list[tuple[torch.nn.Parameter, bool]] = []
+        self._teacher_acc = None
+        self._sums = {"kd": 0.0, "at": 0.0, "n": 0}
+
+    def _valid_dataset(self, strategy):
+        if self.valid_stream is not None:
+            return self.valid_stream[strategy.experience.current_experience].dataset
+        return getattr(strategy, "sst_valid_dataset", None)
+
+    def before_training_exp(self, strategy, **kwargs):
+        model = strategy.model
+        require_blocks(model, "MSLPlugin")
+        if self.update_teacher and self._valid_dataset(strategy) is None:
+            raise ValueError(
+                "MSLPlugin(update_teacher=True) needs validation data: pass valid_stream=benchmark.valid_stream "
+                "(build the benchmark with validation_fraction > 0), or set update_teacher=False"
+            )
+        self.teacher = copy.deepcopy(self.given_teacher if self.given_teacher is not None else model)
+        self.teacher.eval().requires_grad_(False)
+        self._teacher_acc = None
+        self._frozen = [(p, p.requires_grad) for p in classifier(model).parameters()]
+        for p, _ in self._frozen:
+            p.requires_grad_(False)
+        student_ctx, teacher_ctx = capture_block_outputs(model), capture_block_outputs(self.teacher)
+        self._student_feats, self._teacher_feats = student_ctx.__enter__(), teacher_ctx.__enter__()
+        self._contexts = [student_ctx, teacher_ctx]
+        self._saved_criterion = strategy._criterion
+        strategy._criterion = lambda output, target: self._loss(strategy, output)
+
+    def _loss(self, strategy, student_logits):
+        with torch.no_grad():
+            teacher_logits = self.teacher(strategy.mb_x)
+        losses = msl_loss(student_logits, teacher_logits, list(self._student_feats), list(self._teacher_feats),
+                          beta=self.beta, temperature=self.temperature)
+        strategy.loss_terms = {"msl_kd": losses.kd.detach(), "msl_at": losses.at.detach()}
+        self._sums["kd"] += float(losses.kd)
+        self._sums["at"] += float(losses.at)
+        self._sums["n"] += 1
+        return losses.total
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self.teacher.eval()  # nothing may switch it back to train mode
+        self._sums = {"kd": 0.0, "at": 0.0, "n": 0}
+
+    def after_training_epoch(self, strategy, **kwargs):
+        n = max(self._sums["n"], 1)
+        log_scalar(strategy, "MSL/kd", self._sums["kd"] / n)
+        log_scalar(strategy, "MSL/at", self._sums["at"] / n)
+        if not self.update_teacher:
+            return
+        data = self._valid_dataset(strategy)
+        if self._teacher_acc is None:
+            self._teacher_acc = accuracy(self.teacher, data, strategy.device)
+        student_acc = accuracy(strategy.model, data, strategy.device)
+        updated = student_acc > self._teacher_acc
+        if updated:
+            self.teacher.load_state_dict(strategy.model.state_dict())
+            self._teacher_acc = student_acc
+            self.teacher_updates += 1
+        log_scalar(strategy, "MSL/student_valid_acc", student_acc)
+        log_scalar(strategy, "MSL/teacher_valid_acc", self._teacher_acc)
+        log_scalar(strategy, "MSL/teacher_update", float(updated))
+
+    def after_training_exp(self, strategy, **kwargs):
+        for ctx in self._contexts:
+            ctx.__exit__(None, None, None)
+        self._contexts = []
+        for p, flag in self._frozen:
+            p.requires_grad_(flag)
+        self._frozen = []
+        strategy._criterion = self._saved_criterion

@@ -1,0 +1,80 @@
+"""Diverse re-initialization of useless filters, Lee & Kim 2023, sec. III-C, eq. 4.
+
+After SST the Target_r fraction of scaling factors with the smallest |gamma|
+("useless" filters) is near 0. Each is redrawn uniformly from the range R
+between the (Target_r + I) and (1 - I) quantiles of all |gamma| (eq. 4), so
+the reused filters start at a scale that fits the rest of the network. Conv
+weights and BN biases are left as they are. Different margins I (0.1 and 0.2
+for AOD's two students) and different draws give diverse students.
+"""
+
+from __future__ import annotations
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+from avalanche_sst.metrics.logging import log_scalar
+from avalanche_sst.models import require_scaling_factors
+from avalanche_sst.sparsity import (
+    DEFAULT_TARGET_RATIO,
+    draw_reinit_values,
+    reinit_range,
+    select_smallest,
+    validate_ratio,
+    validate_reinit_margin,
+)
+
+
+@torch.no_grad()
+def diverse_reinit_(
+    model: torch.nn.Module,
+    target_ratio: float = DEFAULT_TARGET_RATIO,
+    margin: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[list[torch.Tensor], tuple[float, float]]:
+    """Re-initialise ``model``'s useless scaling factors in place (eq. 4).
+
+    Returns the per-layer masks of the re-initialised factors and the range.
+    """
+    factors = require_scaling_factors(model, "diverse re-initialization")
+    gammas = [f.bn.weight for f in factors]
+    abs_all = torch.cat([g.detach().abs().flatten() for g in gammas])
+    low, high = reinit_range(abs_all, target_ratio, margin)
+    masks = select_smallest([g.detach() for g in gammas], target_ratio)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    for gamma, mask in zip(gammas, masks):
+        n = int(mask.sum())
+        if n:
+            values = draw_reinit_values(n, low, high, generator)
+            gamma[mask] = values.to(device=gamma.device, dtype=gamma.dtype)
+    return masks, (low, high)
+
+
+class ReinitPlugin(SupervisedPlugin):
+    """Before each experience after the first, re-initialise the useless factors.
+
+    :param target_ratio: Target_r: the fraction of factors treated as useless.
+    :param margin: I of eq. 4; requires target_ratio + 2 * margin < 1.
+    :param seed: seeds the plugin's own generator (the global RNG is untouched).
+    :param skip_first: leave experience 0 (trained from scratch) alone.
+    """
+
+    def __init__(self, target_ratio: float = DEFAULT_TARGET_RATIO, margin: float = 0.1, seed: int = 0,
+                 skip_first: bool = True):
+        super().__init__()
+        self.target_ratio = validate_ratio(target_ratio, "target_ratio")
+        self.margin = validate_reinit_margin(self.target_ratio, margin)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.skip_first = skip_first
+        self.last_masks: list[torch.Tensor] = []
+        self.last_range: tuple[float, float] | None = None
+
+    def before_training_exp(self, strategy, **kwargs):
+        if self.skip_first and strategy.clock.train_exp_counter == 0:
+            return
+        self.last_masks, self.last_range = diverse_reinit_(
+            strategy.model, self.target_ratio, self.margin, self.generator
+        )
+        log_scalar(strategy, "Reinit/count", sum(int(m.sum()) for m in self.last_masks))
+        log_scalar(strategy, "Reinit/low", self.last_range[0])
+        log_scalar(strategy, "Reinit/high", self.last_range[1])

@@ -1,0 +1,209 @@
+"""Adaptive online distillation (AOD), Lee & Kim 2023, sec. III-D, eq. 5-8.
+
+Two students start from the same (sparsity-trained) model, each with its
+useless filters re-initialised with a different margin I of eq. 4 (0.1 and
+0.2) and a different draw. Every batch gives two views of the same random
+crop: B_F, horizontally flipped, and B_C, colour-jittered. For student k:
+``L_CE^k = CE(P_kF, y)``; ``W^k = L_CE^k / (L_CE^1 + L_CE^2)`` (eq. 6,
+detached); ``L_KD^k = JS(P_kF || P_jF)`` with the peer detached (eq. 7);
+``L_CR^k = KL(P_kF || P_kC)`` (eq. 5); the better student (lower CE) weighs
+its CE by the peer's larger W and its KD by its own smaller W (eq. 7-8),
+``alpha = 0.5``. One optimizer trains both. After the experience the student
+with the higher accuracy on the experience's validation slice becomes
+``strategy.model``; both stay in ``strategy.students``.
+
+Views are made as batched tensor ops on the batch's device. Each student
+runs one forward pass on the two views concatenated, so its BatchNorm
+statistics see both views of the batch (as in other two-view methods).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+from avalanche.benchmarks.scenarios.generic_scenario import CLExperience
+from avalanche.models.dynamic_optimizers import reset_optimizer
+from avalanche.training.templates import SupervisedTemplate
+
+from avalanche_sst.benchmarks.tensor_data import color_jitter
+from avalanche_sst.losses import aod_losses
+from avalanche_sst.metrics.logging import log_scalar
+from avalanche_sst.metrics.validation import accuracy
+from avalanche_sst.models import require_scaling_factors
+from avalanche_sst.plugins.reinit import diverse_reinit_
+from avalanche_sst.sparsity import DEFAULT_TARGET_RATIO, validate_ratio, validate_reinit_margin
+
+
+class StudentPair(nn.Module):
+    """Both students as one module, so one optimizer and ``.to(device)`` cover them."""
+
+    def __init__(self, student_1: nn.Module, student_2: nn.Module):
+        super().__init__()
+        self.students = nn.ModuleList([student_1, student_2])
+
+    def forward(self, x):
+        return self.students[0](x)
+
+
+def _normalization_of(dataset) -> tuple[Optional[Sequence[float]], Optional[Sequence[float]]]:
+    collate = getattr(dataset, "collate_fn", None)
+    return getattr(collate, "mean", None), getattr(collate, "std", None)
+
+
+class AODStrategy(SupervisedTemplate):
+    """Two-student adaptive online distillation on each experience.
+
+    :param alpha: weight of the consistency term (eq. 7-8), paper 0.5.
+    :param target_ratio: Target_r used to find the useless filters to re-initialise.
+    :param margins: re-init margin I of each student (eq. 4); the same value
+        twice is the "no diverse re-init" ablation.
+    :param reinit: re-initialise the useless filters at all.
+    :param adaptive: eq. 6 weights; False uses fixed 0.5 / 0.5.
+    :param use_kd, use_cr: keep the distillation / consistency terms (Table 3).
+    :param brightness, contrast, saturation: colour-jitter strengths of B_C.
+    :param valid_stream: per-experience validation slices used to choose the
+        student (else ``strategy.sst_valid_dataset``, else the training data).
+    :param seed: seeds the re-initialisation draws (per experience).
+    :param eval_students: ``eval`` also logs both students' accuracy.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, criterion=None, *,
+                 alpha: float = 0.5, target_ratio: float = DEFAULT_TARGET_RATIO,
+                 margins: tuple[float, float] = (0.1, 0.2), reinit: bool = True, adaptive: bool = True,
+                 use_kd: bool = True, use_cr: bool = True, brightness: float = 0.4, contrast: float = 0.4,
+                 saturation: float = 0.4, valid_stream=None, seed: int = 0, eval_students: bool = True,
+                 **kwargs):
+        super().__init__(model=model, optimizer=optimizer,
+                         criterion=criterion if criterion is not None else nn.CrossEntropyLoss(), **kwargs)
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha} (paper: 0.5)")
+        if len(margins) != 2:
+            raise ValueError(f"margins needs one re-init margin per student, got {margins} (paper: (0.1, 0.2))")
+        self.target_ratio = validate_ratio(target_ratio, "target_ratio")
+        for m in margins:
+            validate_reinit_margin(self.target_ratio, m)
+        if reinit:
+            require_scaling_factors(model, "AODStrategy")
+        self.alpha, self.margins, self.reinit = float(alpha), tuple(margins), reinit
+        self.adaptive, self.use_kd, self.use_cr = adaptive, use_kd, use_cr
+        self.jitter = (brightness, contrast, saturation)
+        self.valid_stream = valid_stream
+        self.seed = seed
+        self.eval_students = eval_students
+        self.students: list[nn.Module] = []
+        self.chosen: Optional[int] = None
+        self.valid_accuracies: list[float] = []
+        self.loss_terms: dict = {}
+        self._sums: dict[str, float] = {}
+        self._norm = (None, None)
+
+    # -- set-up and selection ------------------------------------------------
+
+    def _before_training_exp(self, **kwargs):
+        base = self.model
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.experience.current_experience)
+        students = []
+        for margin in self.margins:
+            student = copy.deepcopy(base)
+            if self.reinit:
+                masks, (low, high) = diverse_reinit_(student, self.target_ratio, margin, generator)
+                log_scalar(self, f"AOD/reinit_low_I{margin}", low)
+                log_scalar(self, f"AOD/reinit_high_I{margin}", high)
+            students.append(student)
+        self.model = StudentPair(*students).to(self.device)
+        self._norm = _normalization_of(self.experience.dataset)
+        super()._before_training_exp(**kwargs)
+
+    def make_optimizer(self, **kwargs):
+        # The model is a new StudentPair every experience: rebuild the groups.
+        reset_optimizer(self.optimizer, self.model)
+        self.optimized_param_id = {n: p for n, p in self.model.named_parameters()}
+
+    def check_model_and_optimizer(self, **kwargs):
+        self.model = self.model_adaptation()
+        self.make_optimizer(**kwargs)
+
+    def _validation_data(self):
+        if self.valid_stream is not None:
+            return self.valid_stream[self.experience.current_experience].dataset
+        data = getattr(self, "sst_valid_dataset", None)
+        if data is None:
+            warnings.warn("AODStrategy has no validation slice; choosing the student on training data. "
+                          "Pass valid_stream=benchmark.valid_stream (validation_fraction > 0).")
+            data = self.experience.dataset
+        return data
+
+    def _after_training_exp(self, **kwargs):
+        pair = self.model
+        self.students = list(pair.students)
+        data = self._validation_data()
+        self.valid_accuracies = [accuracy(s, data, self.device, self.eval_mb_size) for s in self.students]
+        self.chosen = int(self.valid_accuracies[1] > self.valid_accuracies[0])
+        for k, acc in enumerate(self.valid_accuracies, 1):
+            log_scalar(self, f"AOD/student{k}_valid_acc", acc)
+        log_scalar(self, "AOD/chosen_student", self.chosen + 1)
+        self.model = self.students[self.chosen]
+        super()._after_training_exp(**kwargs)
+
+    # -- one training iteration (eq. 5-8) -----------------------------------
+
+    def _views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self._norm
+        flipped = x.flip(-1)
+        if mean is None:
+            return flipped, color_jitter(x.clamp(0, 1), *self.jitter)
+        m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        jittered = color_jitter((x * s + m).clamp(0, 1), *self.jitter)
+        return flipped, (jittered - m) / s
+
+    def forward(self):
+        if not self.is_training or not isinstance(self.model, StudentPair):
+            return self.model(self.mb_x)
+        b_f, b_c = self._views(self.mb_x)
+        both = torch.cat([b_f, b_c])
+        n = len(b_f)
+        self._logits = [student(both).split(n) for student in self.model.students]
+        return self._logits[0][0]
+
+    def criterion(self):
+        if not self.is_training or not isinstance(self.model, StudentPair):
+            return self._criterion(self.mb_output, self.mb_y)
+        (l1f, l1c), (l2f, l2c) = self._logits
+        out = aod_losses(l1f, l1c, l2f, l2c, self.mb_y, alpha=self.alpha, adaptive=self.adaptive,
+                         use_kd=self.use_kd, use_cr=self.use_cr)
+        self.loss_terms = {"ce_1": out.ce_1, "ce_2": out.ce_2, "kd_1": out.kd_1, "kd_2": out.kd_2,
+                           "cr_1": out.cr_1, "cr_2": out.cr_2, "w_1": out.w_1, "w_2": out.w_2}
+        for k, v in self.loss_terms.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v.item()
+        self._sums["n"] = self._sums.get("n", 0) + 1
+        return out.total_1 + out.total_2
+
+    def _before_training_epoch(self, **kwargs):
+        self._sums = {}
+        super()._before_training_epoch(**kwargs)
+
+    def _after_training_epoch(self, **kwargs):
+        n = max(self._sums.pop("n", 1), 1)
+        names = {"ce": "L_CE", "kd": "L_KD", "cr": "L_CR", "w": "W_KD"}
+        for key, total in self._sums.items():
+            term, k = key.split("_")
+            log_scalar(self, f"AOD/{names[term]}/student{k}", total / n)
+        super()._after_training_epoch(**kwargs)
+
+    # -- evaluation ------------------------------------------------------------
+
+    def eval(self, exp_list, **kwargs):
+        if self.eval_students and self.students:
+            exps = [exp_list] if isinstance(exp_list, CLExperience) else list(exp_list)
+            for k, student in enumerate(self.students, 1):
+                for exp in exps:
+                    acc = accuracy(student, exp.dataset, self.device, self.eval_mb_size)
+                    stream = getattr(exp, "_origin_stream", None)
+                    name = stream.name if stream is not None else "stream"
+                    log_scalar(self, f"AOD/student{k}/{name}_exp{exp.current_experience}_top1", acc)
+        return super().eval(exp_list, **kwargs)
