@@ -8,7 +8,10 @@ resume after a crash at the last finished experience.
 
 from __future__ import annotations
 
+import ast
+import re
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -163,11 +166,37 @@ register(Method("cumulative", lambda ctx: Cumulative(model=ctx.model, **_common(
                 "Cumulative: all data so far (upper bound)", load_state_dict=_cumulative_load))
 
 
+def parse_variant(name: str) -> tuple[str, dict]:
+    """``"sst:sparsity=bst,use_msl=False"`` -> ``("sst", {"sparsity": "bst", "use_msl": False})``.
+
+    Values are Python literals (numbers, booleans, tuples); anything else is a string.
+    """
+    base, _, spec = name.partition(":")
+    kwargs = {}
+    for item in filter(None, re.split(r",(?![^()]*\))", spec)):  # commas outside tuples
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"method variant {name!r}: expected key=value, got {item!r}")
+        try:
+            kwargs[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = value.strip()
+    return base, kwargs
+
+
 def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}") from None
+    """A registered method, or a variant of one with constructor overrides.
+
+    A variant ``"base:key=value,..."`` passes its keys to the base method's
+    builder (every method whose ``build`` takes keyword overrides, e.g. ``sst``).
+    """
+    base, overrides = parse_variant(name)
+    if base not in METHODS:
+        raise ValueError(f"unknown method {base!r}; choose from {sorted(METHODS)}")
+    method = METHODS[base]
+    if not overrides:
+        return method
+    return dataclasses.replace(method, name=name, build=lambda ctx: method.build(ctx, **overrides))
 
 
 # --- the SST framework (Lee & Kim 2023) ---------------------------------------

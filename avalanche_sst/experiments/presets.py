@@ -54,6 +54,10 @@ class Preset:
 
 
 PRESETS = {
+    # CPU scaling: the paper fine-tunes (and runs AOD) at lr 0.001 for 300 epochs;
+    # with 3-5 epochs that lr leaves the model almost unchanged (measured on this
+    # preset: every method's later steps moved Top-1 by under 1 point), so the CPU
+    # presets use 0.01. From scratch and SST keep the paper's 0.1.
     "quick": Preset(
         name="quick",
         seeds=(0,),
@@ -61,18 +65,21 @@ PRESETS = {
         test_fraction=0.2,
         batch_size=64,
         epochs_scratch=4,
-        epochs_finetune=2,
-        sst_epochs=9,
-        aod_epochs=2,
+        epochs_finetune=3,
+        lr_finetune=0.01,
+        sst_epochs=9,  # E_cut = 3; about 380 iterations, enough for lam = 0.01 to reach zero_tol
+        aod_epochs=3,
     ),
     "full": Preset(
         name="full",
         seeds=(0, 1, 2),
-        train_fraction=1.0,
-        epochs_scratch=15,
-        epochs_finetune=8,
-        sst_epochs=8,
-        aod_epochs=8,
+        train_fraction=0.5,
+        batch_size=128,
+        epochs_scratch=10,
+        epochs_finetune=5,
+        lr_finetune=0.01,
+        sst_epochs=9,
+        aod_epochs=5,
     ),
 }
 

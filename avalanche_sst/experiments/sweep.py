@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -88,7 +89,8 @@ def build_model(preset: Preset, benchmark, seed: int) -> torch.nn.Module:
 
 
 def _run_dir(out: Path, method: str, seed: int) -> Path:
-    return out / method / f"seed{seed}"
+    safe = re.sub(r"[^A-Za-z0-9._=+-]+", "_", method)  # variants: "sst:use_msl=False" -> "sst_use_msl=False"
+    return out / safe / f"seed{seed}"
 
 
 def run_one(

@@ -14,6 +14,26 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
+def machine_description() -> str:
+    """CPU model, cores, torch version and threads: where a timing was taken."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {device}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     values = list(values)
     mean = statistics.fmean(values)
@@ -55,8 +75,8 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
         "",
     ]
     if command:
-        lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time "
-                     "(finished runs reused from earlier invocations count as 0 s).")
+        lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time on {machine_description()} "
+                     "(runs finished by an earlier invocation are reused and add no time).")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
     steps = max(len(v) for v in summary.values())

@@ -87,7 +87,8 @@ class MultiStepSST(SupervisedTemplate):
     :param update_teacher: MSL teacher update on validation accuracy.
     :param diverse_reinit: different margins for the students (else both ``margins[0]``).
     :param new_data: "aod", or "finetune" (plain fine-tuning after re-init).
-    :param adaptive_weights, use_cr: AOD ablations (fixed 0.5/0.5 weights; no CR term).
+    :param adaptive_weights, use_kd, use_cr: AOD ablations (Table 3): fixed 0.5/0.5
+        weights; no distillation term; no consistency term.
     """
 
     def __init__(self, model: nn.Module, *, valid_stream=None, num_experiences: Optional[int] = None,
@@ -100,7 +101,7 @@ class MultiStepSST(SupervisedTemplate):
                  beta: float = 1000.0, msl_temperature: float = 1.0,
                  sparsity: str = "sst", use_msl: bool = True, update_teacher: bool = True,
                  diverse_reinit: bool = True, new_data: str = "aod", adaptive_weights: bool = True,
-                 use_cr: bool = True, seed: int = 0,
+                 use_kd: bool = True, use_cr: bool = True, seed: int = 0,
                  train_mb_size: int = 128, eval_mb_size: int = 1000, device="cpu",
                  plugins: Optional[Sequence] = None, evaluator=None, **kwargs):
         require_scaling_factors(model, "MultiStepSST")
@@ -133,7 +134,8 @@ class MultiStepSST(SupervisedTemplate):
         self.margins = tuple(margins) if diverse_reinit else (margins[0], margins[0])
         self.alpha, self.beta, self.msl_temperature = alpha, beta, msl_temperature
         self.use_msl, self.update_teacher = use_msl, update_teacher
-        self.new_data, self.adaptive_weights, self.use_cr = new_data, adaptive_weights, use_cr
+        self.new_data, self.adaptive_weights = new_data, adaptive_weights
+        self.use_kd, self.use_cr = use_kd, use_cr
         self.seed = seed
         self.prepared: Optional[nn.Module] = None
         self.sst_epoch_counter = 0
@@ -176,7 +178,8 @@ class MultiStepSST(SupervisedTemplate):
         if self.new_data == "aod":
             return self._phase("aod", exp, prepared, self.lrs["aod"], self.epochs["aod"],
                                strategy_cls=AODStrategy, alpha=self.alpha, target_ratio=self.target_ratio,
-                               margins=self.margins, adaptive=self.adaptive_weights, use_cr=self.use_cr,
+                               margins=self.margins, adaptive=self.adaptive_weights, use_kd=self.use_kd,
+                               use_cr=self.use_cr,
                                seed=self.seed, eval_students=False)
         generator = torch.Generator().manual_seed(self.seed * 1000 + exp.current_experience)
         diverse_reinit_(prepared, self.target_ratio, self.margins[0], generator)

@@ -1,0 +1,141 @@
+"""Memory-format and mixed-precision options for any Avalanche strategy.
+
+:class:`ChannelsLastPlugin` trains and evaluates in the channels-last
+(NHWC) memory format, which cuDNN's tensor-core convolutions and oneDNN's CPU
+convolutions often prefer; :class:`AutocastPlugin` runs the forward pass under
+``torch.autocast`` (bfloat16 by default; no gradient scaler is needed for
+bfloat16). Both only hook the forward pass, so they work with every
+``SupervisedTemplate`` and with ``AODStrategy`` (whose ``forward`` runs both
+students). Neither changes what is computed, only how: channels-last gives the
+same outputs up to float rounding, autocast rounds the convolutions' and linear
+layers' inputs to bfloat16.
+
+Measure before you enable them: ``benchmarks/speed.py --channels-last --bf16``
+runs the same table with either.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+__all__ = ["AutocastPlugin", "ChannelsLastPlugin", "to_channels_last"]
+
+
+def to_channels_last(x):
+    """``x`` in the channels-last format if it is a 4-D tensor, else ``x`` unchanged."""
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _convert_input(strategy) -> None:
+    mbatch = strategy.mbatch
+    if mbatch is None or len(mbatch) == 0:
+        return
+    x = to_channels_last(mbatch[0])
+    if x is mbatch[0]:
+        return
+    if isinstance(mbatch, tuple):  # Avalanche unpacks into a list; be safe anyway
+        mbatch = list(mbatch)
+        strategy.mbatch = mbatch
+    mbatch[0] = x
+
+
+class ChannelsLastPlugin(SupervisedPlugin):
+    """Keep the model's 4-D weights and every mini-batch input in channels-last format.
+
+    The model is converted in place (its parameters stay the same objects,
+    so the optimizer keeps working) before each training and evaluation
+    experience; each mini-batch input is converted before the forward pass.
+    """
+
+    def __init__(self):
+        super().__init__()
+
+    @staticmethod
+    def _convert_model(strategy) -> None:
+        strategy.model.to(memory_format=torch.channels_last)
+
+    def before_training_exp(self, strategy, **kwargs):
+        self._convert_model(strategy)
+
+    def before_eval_exp(self, strategy, **kwargs):
+        self._convert_model(strategy)
+
+    def before_forward(self, strategy, **kwargs):
+        _convert_input(strategy)
+
+    def before_eval_forward(self, strategy, **kwargs):
+        _convert_input(strategy)
+
+
+def _device_type(strategy) -> str:
+    device = getattr(strategy, "device", None)
+    if device is None:
+        return "cpu"
+    return torch.device(device).type
+
+
+class AutocastPlugin(SupervisedPlugin):
+    """Run the forward pass (training and evaluation) under ``torch.autocast``.
+
+    :param dtype: the low-precision dtype (``torch.bfloat16`` default;
+        ``torch.float16`` on GPUs also works but then needs a gradient scaler,
+        which this plugin does not add).
+    :param device_type: ``"cuda"``, ``"cpu"``, ...; by default the strategy's device.
+    :param float_output: cast ``strategy.mb_output`` back to float32 after the
+        forward, so the criterion runs in float32 outside autocast (default).
+
+    The autocast region opens in ``before_forward`` / ``before_eval_forward``
+    and closes in ``after_forward`` / ``after_eval_forward``: the criterion,
+    backward pass and optimizer step run outside it, in float32.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.bfloat16, device_type: Optional[str] = None,
+                 float_output: bool = True):
+        super().__init__()
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}")
+        self.dtype = dtype
+        self.device_type = device_type
+        self.float_output = float_output
+        self._ctx = None
+
+    def _enter(self, strategy) -> None:
+        self._exit()  # a forward that raised never reached after_forward
+        device_type = self.device_type or _device_type(strategy)
+        self._ctx = torch.autocast(device_type=device_type, dtype=self.dtype)
+        self._ctx.__enter__()
+
+    def _exit(self) -> None:
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            ctx.__exit__(None, None, None)
+
+    def _leave(self, strategy) -> None:
+        self._exit()
+        out = getattr(strategy, "mb_output", None)
+        if self.float_output and isinstance(out, torch.Tensor) and out.is_floating_point() \
+                and out.dtype != torch.float32:
+            strategy.mb_output = out.float()
+
+    def before_forward(self, strategy, **kwargs):
+        self._enter(strategy)
+
+    def after_forward(self, strategy, **kwargs):
+        self._leave(strategy)
+
+    def before_eval_forward(self, strategy, **kwargs):
+        self._enter(strategy)
+
+    def after_eval_forward(self, strategy, **kwargs):
+        self._leave(strategy)
+
+    def after_training_exp(self, strategy, **kwargs):
+        self._exit()
+
+    def after_eval_exp(self, strategy, **kwargs):
+        self._exit()

@@ -1,0 +1,45 @@
+"""Copy generated results into README.md between their markers.
+
+    python experiments/update_readme.py
+
+Sections (each only if its source exists):
+- ``quick-table``: ``results/quick/table.md``, written by ``make run``;
+- ``speed``: ``benchmarks/results/speed_cpu.md``, written by ``make speed``.
+Numbers are never typed into the README: rerun the producing command, then this.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = {
+    "quick-table": ROOT / "results" / "quick" / "table.md",
+    "speed": ROOT / "benchmarks" / "results" / "speed_cpu.md",
+}
+
+
+def splice(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    for name, source in SECTIONS.items():
+        if source.exists():
+            text = splice(text, name, source.read_text())
+            print(f"updated section {name} from {source.relative_to(ROOT)}")
+        else:
+            print(f"skipped section {name}: {source.relative_to(ROOT)} does not exist", file=sys.stderr)
+    readme.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
