@@ -275,7 +275,8 @@ class DMLProbe(SupervisedPlugin):
 def test_dml_trains_both_and_keeps_the_better(bench, winner):
     m = tiny_model()
     probe = DMLProbe(winner)
-    s = DMLStrategy(model=m, optimizer=sgd(m), valid_stream=bench.valid_stream, **common(plugins=(probe,)))
+    s = DMLStrategy(model=m, optimizer=sgd(m), valid_stream=bench.valid_stream, mutual_first_step=True,
+                    **common(plugins=(probe,)))
     for k in (0, 1):
         torch.manual_seed(10 + k)
         s.valid_stream = bench.valid_stream
@@ -299,6 +300,20 @@ def test_dml_trains_both_and_keeps_the_better(bench, winner):
         assert logged["dml/val_acc_student1"] == h["val_acc"][0]
         assert logged["dml/val_acc_student2"] == h["val_acc"][1]
     assert len(s.optimizer.param_groups[0]["params"]) == 2 * len(list(m.parameters()))
+
+
+def test_dml_step_one_is_plain_training_shared_with_naive(bench):
+    """By default every method shares step 1 (as in the paper's Table 7)."""
+    m_dml, m_ref = tiny_model(), tiny_model()
+    dml = DMLStrategy(model=m_dml, optimizer=sgd(m_dml), valid_stream=bench.valid_stream, **common())
+    naive = Naive(model=m_ref, optimizer=sgd(m_ref), **common())
+    torch.manual_seed(5)
+    dml.train(bench.train_stream[0], eval_streams=[])
+    torch.manual_seed(5)
+    naive.train(bench.train_stream[0], eval_streams=[])
+    assert same_state(state_copy(dml.model), state_copy(m_ref))
+    assert same_state(state_copy(dml.peer), state_copy(dml.model))  # the peer starts step 2 from it
+    assert dml.dml_history == []  # no selection on step 1
 
 
 # --------------------------------------------------------------------------

@@ -53,24 +53,29 @@ def random_crop_flip(
     uniform in ``[0, 2 * padding]`` on both axes, each flip has probability
     0.5. Works on any dtype and on the batch's device.
     """
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
+    if padding <= 0 and not flip:
+        return images
     device = images.device
+    gen_device = generator.device if generator is not None else device
+    # The draws (dy, dx, then flips) are made in this order, as before, so a
+    # seeded generator gives the same crops.
     if padding > 0:
-        padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-        gen_device = generator.device if generator is not None else device
         dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=gen_device).to(device)
         dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=gen_device).to(device)
-        # Gather crops with one advanced-indexing op instead of a Python loop.
-        rows = (dy[:, None] + torch.arange(h, device=device)[None, :])[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w, device=device)[None, :])[:, None, None, :]
-        batch = torch.arange(n, device=device)[:, None, None, None]
-        chans = torch.arange(images.shape[1], device=device)[None, :, None, None]
-        images = padded[batch, chans, rows, cols]
+    flips = (torch.rand(n, generator=generator, device=gen_device) < 0.5).to(device) if flip else None
+    if padding <= 0:
+        return torch.where(flips[:, None, None, None], images.flip(-1), images)
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    # One gather over the flattened padded planes: output pixel (i, j) of
+    # sample k reads padded pixel (dy_k + i, dx_k + j), or (dy_k + i,
+    # dx_k + w - 1 - j) when sample k is flipped (crop, then flip).
+    cols = dx[:, None] + torch.arange(w, device=device)[None, :]  # [n, w]
     if flip:
-        gen_device = generator.device if generator is not None else device
-        flips = (torch.rand(n, generator=generator, device=gen_device) < 0.5).to(device)
-        images = torch.where(flips[:, None, None, None], images.flip(-1), images)
-    return images
+        cols = torch.where(flips[:, None], cols.flip(-1), cols)
+    rows = dy[:, None] + torch.arange(h, device=device)[None, :]  # [n, h]
+    index = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(n, 1, h * w)
+    return padded.reshape(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
 def to_normalized_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -8,6 +8,7 @@ command and seeds that produced them. ``runs.csv``: every run's raw numbers.
 
 from __future__ import annotations
 
+import csv
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -80,15 +81,18 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
     steps = max(len(v) for v in summary.values())
-    csv = ["method," + ",".join(f"step{s + 1}_mean,step{s + 1}_std" for s in range(steps))]
-    for method, cells in summary.items():
-        csv.append(method + "," + ",".join(f"{m:.4f},{s:.4f}" for m, s in cells))
-    (out / "table.csv").write_text("\n".join(csv) + "\n")
-
-    raw = ["method,seed,step,top1,seconds"]
-    for r in results:
-        raw += [f"{r.method},{r.seed},{i + 1},{a:.6f},{r.seconds:.1f}" for i, a in enumerate(r.accuracies)]
-    (out / "runs.csv").write_text("\n".join(raw) + "\n")
+    # csv quoting: variant names ("sst:sparsity=bst,use_msl=False") contain commas.
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["method"] + [c for s in range(steps) for c in (f"step{s + 1}_mean", f"step{s + 1}_std")])
+        for method, cells in summary.items():
+            writer.writerow([method] + [f"{v:.4f}" for m, s in cells for v in (m, s)])
+    with open(out / "runs.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["method", "seed", "step", "top1", "seconds"])
+        for r in results:
+            writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}"]
+                             for i, a in enumerate(r.accuracies))
     plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")
 
 

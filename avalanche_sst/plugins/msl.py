@@ -54,7 +54,7 @@ class MSLPlugin(SupervisedPlugin):
         self._saved_criterion = None
         self._frozen: list[tuple[torch.nn.Parameter, bool]] = []
         self._teacher_acc = None
-        self._sums = {"kd": 0.0, "at": 0.0, "n": 0}
+        self._sums = {"terms": None, "n": 0}
 
     def _valid_dataset(self, strategy):
         if self.valid_stream is not None:
@@ -84,22 +84,28 @@ class MSLPlugin(SupervisedPlugin):
     def _loss(self, strategy, student_logits):
         with torch.no_grad():
             teacher_logits = self.teacher(strategy.mb_x)
-        losses = msl_loss(student_logits, teacher_logits, list(self._student_feats), list(self._teacher_feats),
+        # float(): under autocast the student's logits and block outputs are low precision;
+        # the loss is computed in float32 (a no-op for float32 tensors).
+        losses = msl_loss(student_logits.float(), teacher_logits.float(),
+                          [f.float() for f in self._student_feats], [f.float() for f in self._teacher_feats],
                           beta=self.beta, temperature=self.temperature)
-        strategy.loss_terms = {"msl_kd": losses.kd.detach(), "msl_at": losses.at.detach()}
-        self._sums["kd"] += float(losses.kd)
-        self._sums["at"] += float(losses.at)
+        kd, at = losses.kd.detach(), losses.at.detach()
+        strategy.loss_terms = {"msl_kd": kd, "msl_at": at}
+        # Summed on the loss's device (no host sync per iteration); read once per epoch.
+        terms = torch.stack([kd, at]).double()
+        self._sums["terms"] = terms if self._sums.get("terms") is None else self._sums["terms"] + terms
         self._sums["n"] += 1
         return losses.total
 
     def before_training_epoch(self, strategy, **kwargs):
         self.teacher.eval()  # nothing may switch it back to train mode
-        self._sums = {"kd": 0.0, "at": 0.0, "n": 0}
+        self._sums = {"terms": None, "n": 0}
 
     def after_training_epoch(self, strategy, **kwargs):
         n = max(self._sums["n"], 1)
-        log_scalar(strategy, "MSL/kd", self._sums["kd"] / n)
-        log_scalar(strategy, "MSL/at", self._sums["at"] / n)
+        kd, at = self._sums["terms"].tolist() if self._sums.get("terms") is not None else (0.0, 0.0)
+        log_scalar(strategy, "MSL/kd", kd / n)
+        log_scalar(strategy, "MSL/at", at / n)
         if not self.update_teacher:
             return
         data = self._valid_dataset(strategy)

@@ -99,7 +99,10 @@ class AODStrategy(SupervisedTemplate):
         self.valid_accuracies: list[float] = []
         self.loss_terms: dict = {}
         self._sums: dict[str, float] = {}
+        self._term_sum: Optional[torch.Tensor] = None  # the loss terms summed over the epoch, on device
+        self._term_count = 0
         self._norm = (None, None)
+        self._norm_tensors: dict = {}  # (device, dtype) -> (mean, std) views for _views
 
     # -- set-up and selection ------------------------------------------------
 
@@ -116,6 +119,7 @@ class AODStrategy(SupervisedTemplate):
             students.append(student)
         self.model = StudentPair(*students).to(self.device)
         self._norm = _normalization_of(self.experience.dataset)
+        self._norm_tensors = {}
         super()._before_training_exp(**kwargs)
 
     def make_optimizer(self, **kwargs):
@@ -156,8 +160,11 @@ class AODStrategy(SupervisedTemplate):
         flipped = x.flip(-1)
         if mean is None:
             return flipped, color_jitter(x.clamp(0, 1), *self.jitter)
-        m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        key = (x.device, x.dtype)
+        if key not in self._norm_tensors:
+            self._norm_tensors[key] = (torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1),
+                                       torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1))
+        m, s = self._norm_tensors[key]
         jittered = color_jitter((x * s + m).clamp(0, 1), *self.jitter)
         return flipped, (jittered - m) / s
 
@@ -173,21 +180,28 @@ class AODStrategy(SupervisedTemplate):
     def criterion(self):
         if not self.is_training or not isinstance(self.model, StudentPair):
             return self._criterion(self.mb_output, self.mb_y)
-        (l1f, l1c), (l2f, l2c) = self._logits
+        # float(): the losses in float32 also when the forward ran under autocast (no-op otherwise).
+        (l1f, l1c), (l2f, l2c) = [[t.float() for t in pair] for pair in self._logits]
         out = aod_losses(l1f, l1c, l2f, l2c, self.mb_y, alpha=self.alpha, adaptive=self.adaptive,
                          use_kd=self.use_kd, use_cr=self.use_cr)
         self.loss_terms = {"ce_1": out.ce_1, "ce_2": out.ce_2, "kd_1": out.kd_1, "kd_2": out.kd_2,
                            "cr_1": out.cr_1, "cr_2": out.cr_2, "w_1": out.w_1, "w_2": out.w_2}
-        for k, v in self.loss_terms.items():
-            self._sums[k] = self._sums.get(k, 0.0) + v.item()
-        self._sums["n"] = self._sums.get("n", 0) + 1
+        # Summed on the loss's device, in float64 as Python floats would be: no host sync
+        # per iteration (eight .item() calls did that); read once per epoch.
+        terms = torch.stack([v.detach().reshape(()) for v in self.loss_terms.values()]).double()
+        self._term_sum = terms if self._term_sum is None else self._term_sum + terms
+        self._term_count += 1
         return out.total_1 + out.total_2
 
     def _before_training_epoch(self, **kwargs):
         self._sums = {}
+        self._term_sum, self._term_count = None, 0
         super()._before_training_epoch(**kwargs)
 
     def _after_training_epoch(self, **kwargs):
+        if self._term_sum is not None:
+            self._sums = dict(zip(self.loss_terms, self._term_sum.tolist()))
+            self._sums["n"] = self._term_count
         n = max(self._sums.pop("n", 1), 1)
         names = {"ce": "L_CE", "kd": "L_KD", "cr": "L_CR", "w": "W_KD"}
         for key, total in self._sums.items():

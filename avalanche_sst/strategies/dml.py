@@ -122,6 +122,9 @@ class DMLStrategy(SupervisedTemplate):
     :param peer_flip: on later experiences, show the peer an independently
         flipped view of each image (keeps identical starting students apart).
     :param peer_init: the re-initialisation function (default :func:`fresh_init`).
+    :param mutual_first_step: also train experience 0 mutually. Off by default:
+        in the paper's comparison every method shares step 1 (one network
+        trained from scratch with cross-entropy), and DML starts at step 2.
     Other arguments are :class:`~avalanche.training.templates.SupervisedTemplate`'s.
     """
 
@@ -137,6 +140,7 @@ class DMLStrategy(SupervisedTemplate):
         reinit_peer: bool = True,
         peer_flip: bool = True,
         peer_init: Callable[[nn.Module], None] = fresh_init,
+        mutual_first_step: bool = False,
         **kwargs,
     ):
         super().__init__(model=model, optimizer=optimizer, criterion=criterion, **kwargs)
@@ -147,6 +151,7 @@ class DMLStrategy(SupervisedTemplate):
         self.reinit_peer = bool(reinit_peer)
         self.peer_flip = bool(peer_flip)
         self.peer_init = peer_init
+        self.mutual_first_step = bool(mutual_first_step)
         self.peer_output: Optional[Tensor] = None
         self.dml_history: list[dict] = []
 
@@ -158,7 +163,7 @@ class DMLStrategy(SupervisedTemplate):
     def _before_training_exp(self, **kwargs):
         self.peer.to(self.device)
         self.peer.train()
-        if self.clock.train_exp_counter == 0 and self.reinit_peer:
+        if self.clock.train_exp_counter == 0 and self.reinit_peer and self.mutual_first_step:
             self.peer_init(self.peer)
         super()._before_training_exp(**kwargs)
 
@@ -171,9 +176,12 @@ class DMLStrategy(SupervisedTemplate):
             self.optimizer, params, self.optimized_param_id, reset_state=True,
         )
 
+    def _mutual(self) -> bool:
+        return self.mutual_first_step or self.clock.train_exp_counter > 0
+
     def forward(self):
         out = super().forward()
-        if self.is_training:
+        if self.is_training and self._mutual():
             x = self.mb_x
             if self.peer_flip and self.clock.train_exp_counter > 0:
                 x = _random_flip(x)
@@ -194,7 +202,10 @@ class DMLStrategy(SupervisedTemplate):
 
     # ---------------------------------------------------------- selection
     def _after_training_exp(self, **kwargs):
-        self.select_student()
+        if self._mutual():
+            self.select_student()
+        else:  # step 1 trained one network: the peer starts the next step from it
+            self.peer.load_state_dict(self.model.state_dict())
         super()._after_training_exp(**kwargs)
 
     def select_student(self) -> int:

@@ -85,6 +85,8 @@ class MultiStepSST(SupervisedTemplate):
     :param sparsity: "sst" or "bst" (Network Slimming's penalty on all factors).
     :param use_msl: MSL as the data loss of later SST phases (else cross-entropy).
     :param update_teacher: MSL teacher update on validation accuracy.
+    :param reinit: re-initialise the useless filters before new data at all (Table 4's
+        "w/ FT" and "w/ AOD" rows have none).
     :param diverse_reinit: different margins for the students (else both ``margins[0]``).
     :param new_data: "aod", or "finetune" (plain fine-tuning after re-init).
     :param adaptive_weights, use_kd, use_cr: AOD ablations (Table 3): fixed 0.5/0.5
@@ -100,7 +102,8 @@ class MultiStepSST(SupervisedTemplate):
                  margins: tuple[float, float] = (0.1, 0.2), alpha: float = 0.5,
                  beta: float = 1000.0, msl_temperature: float = 1.0,
                  sparsity: str = "sst", use_msl: bool = True, update_teacher: bool = True,
-                 diverse_reinit: bool = True, new_data: str = "aod", adaptive_weights: bool = True,
+                 reinit: bool = True, diverse_reinit: bool = True, new_data: str = "aod",
+                 adaptive_weights: bool = True,
                  use_kd: bool = True, use_cr: bool = True, seed: int = 0,
                  train_mb_size: int = 128, eval_mb_size: int = 1000, device="cpu",
                  plugins: Optional[Sequence] = None, evaluator=None, **kwargs):
@@ -131,6 +134,7 @@ class MultiStepSST(SupervisedTemplate):
         self.momentum, self.weight_decay = momentum, weight_decay
         self.sst_args = dict(target_ratio=target_ratio, lam=lam, cut_fraction=cut_fraction, zero_tol=zero_tol,
                              selective=(sparsity == "sst"))
+        self.reinit = reinit
         self.margins = tuple(margins) if diverse_reinit else (margins[0], margins[0])
         self.alpha, self.beta, self.msl_temperature = alpha, beta, msl_temperature
         self.use_msl, self.update_teacher = use_msl, update_teacher
@@ -178,11 +182,13 @@ class MultiStepSST(SupervisedTemplate):
         if self.new_data == "aod":
             return self._phase("aod", exp, prepared, self.lrs["aod"], self.epochs["aod"],
                                strategy_cls=AODStrategy, alpha=self.alpha, target_ratio=self.target_ratio,
-                               margins=self.margins, adaptive=self.adaptive_weights, use_kd=self.use_kd,
+                               margins=self.margins, reinit=self.reinit, adaptive=self.adaptive_weights,
+                               use_kd=self.use_kd,
                                use_cr=self.use_cr,
                                seed=self.seed, eval_students=False)
-        generator = torch.Generator().manual_seed(self.seed * 1000 + exp.current_experience)
-        diverse_reinit_(prepared, self.target_ratio, self.margins[0], generator)
+        if self.reinit:
+            generator = torch.Generator().manual_seed(self.seed * 1000 + exp.current_experience)
+            diverse_reinit_(prepared, self.target_ratio, self.margins[0], generator)
         return self._phase("finetune", exp, prepared, self.lrs["aod"], self.epochs["aod"])
 
     def _is_last(self, exp: CLExperience) -> bool:

@@ -1,0 +1,457 @@
+"""Training and evaluation speed of each phase against a plain PyTorch loop.
+
+One process times, on the default model (CIFAR ResNet-8, width 16) and a
+fixed stratified subset of Fashion-MNIST (batch 128, SGD lr 0.1, momentum
+0.9, weight decay 5e-4, as the ``full`` preset):
+
+* ``plain``: a plain PyTorch loop (DataLoader over the same uint8 images with
+  the same ``BatchCollate``, the same model, SGD and cross-entropy);
+* ``naive``: Avalanche ``Naive`` on the same experience (``make_evaluator()``:
+  accuracy and loss metrics, no loggers);
+* ``sst``: the same ``SupervisedTemplate`` plus ``SSTPlugin``;
+* ``msl``: ``SupervisedTemplate`` + ``MSLPlugin(update_teacher=True)`` (with
+  the experience's validation slice) + ``SSTPlugin``, as the real phase;
+* ``aod``: one epoch of ``AODStrategy`` (two students, two views);
+* ``eval``: ``strategy.eval(test_stream)`` over the whole 10k test set with
+  ``eval_mb_size`` 1000, and ``eval_plain``, a plain ``torch.no_grad`` loop.
+
+Every training phase gets its own model (same initialisation) and runs one
+epoch per repetition; the phases are interleaved per repetition (in a
+rotating order) so that the noise of a shared machine spreads over all of
+them; the first repetition is a warm-up and is not timed; the table shows
+medians. An epoch of an Avalanche strategy is timed around ``_train_exp``
+(every epoch callback included; dataloader creation, AOD's student set-up
+and selection, i.e. per-experience work, excluded).
+
+Usage::
+
+    python benchmarks/speed.py [--device cpu|cuda] [--epochs N] [--train-samples N]
+                               [--csv PATH] [--channels-last] [--bf16] [--profile PHASE ...]
+
+The table goes to stdout and to ``benchmarks/results/speed_<device>.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import copy
+import csv
+import io
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(REPO))
+
+from avalanche.training import Naive  # noqa: E402
+from avalanche.training.templates import SupervisedTemplate  # noqa: E402
+
+from avalanche_sst.benchmarks import BatchCollate, TensorImageDataset, same_class_accumulating  # noqa: E402
+from avalanche_sst.benchmarks import stratified_split  # noqa: E402
+from avalanche_sst.metrics import make_evaluator  # noqa: E402
+from avalanche_sst.models import build_model  # noqa: E402
+from avalanche_sst.plugins.msl import MSLPlugin  # noqa: E402
+from avalanche_sst.plugins.precision import AutocastPlugin, ChannelsLastPlugin  # noqa: E402
+from avalanche_sst.plugins.sst import SSTPlugin  # noqa: E402
+from avalanche_sst.strategies.aod import AODStrategy  # noqa: E402
+
+TRAIN_PHASES = ("plain", "naive", "sst", "msl", "aod")
+EVAL_PHASES = ("eval", "eval_plain")
+PHASES = TRAIN_PHASES + EVAL_PHASES
+#: (reference phase, maximal ratio) per phase; eval has an absolute target in seconds.
+TARGETS = {"naive": ("plain", 1.10), "sst": ("naive", 1.05), "msl": ("naive", 1.5), "aod": ("naive", 4.2)}
+EVAL_TARGET_S = 2.0
+
+
+# --- set-up ---------------------------------------------------------------------
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count()
+    info = {"cpu": cpu, "cores": cores, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def load_data(train_samples: int, validation_fraction: float, data_root=None):
+    from avalanche_sst.benchmarks import fashion_mnist
+
+    train, test = fashion_mnist(data_root)
+    n = len(train)
+    if train_samples < n:
+        targets = torch.as_tensor(train.targets)
+        frac = train_samples / n
+        keep, _ = stratified_split(targets, (frac, 1 - frac), torch.Generator().manual_seed(0))
+        train = TensorImageDataset(train.images[keep], targets[keep], train.classes)
+    benchmark = same_class_accumulating(train, test, ratios=(1,), seed=0,
+                                        validation_fraction=validation_fraction)
+    return benchmark, test
+
+
+def materialize(dataset) -> TensorImageDataset:
+    """The uint8 images and labels of an Avalanche experience's dataset."""
+    items = [dataset[i] for i in range(len(dataset))]
+    return TensorImageDataset(torch.stack([it[0] for it in items]), [int(it[1]) for it in items])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Options:
+    def __init__(self, args, device):
+        self.device = device
+        self.channels_last = args.channels_last
+        self.bf16 = args.bf16
+        self.batch_size = args.batch_size
+        self.eval_batch_size = args.eval_batch_size
+        self.lr, self.momentum, self.weight_decay = 0.1, 0.9, 5e-4
+
+    def plugins(self) -> list:
+        out = []
+        if self.channels_last:
+            out.append(ChannelsLastPlugin())
+        if self.bf16:
+            out.append(AutocastPlugin(torch.bfloat16))
+        return out
+
+    def autocast(self):
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def prepare_input(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare_model(self, model):
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def sgd(self, model):
+        return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
+                               weight_decay=self.weight_decay)
+
+
+# --- the phases -----------------------------------------------------------------
+
+
+class PlainLoop:
+    """The reference: a plain PyTorch training loop and a plain eval loop."""
+
+    def __init__(self, model, train_data: TensorImageDataset, collate: BatchCollate, opts: Options):
+        self.opts = opts
+        self.model = opts.prepare_model(model.to(opts.device))
+        self.optimizer = opts.sgd(self.model)
+        self.criterion = nn.CrossEntropyLoss()
+        self.loader = DataLoader(train_data, batch_size=opts.batch_size, shuffle=True, collate_fn=collate,
+                                 pin_memory=opts.device.type == "cuda")
+
+    def epoch(self) -> float:
+        opts, model = self.opts, self.model
+        model.train()
+        sync(opts.device)
+        t0 = time.perf_counter()
+        for x, y in self.loader:
+            x = opts.prepare_input(x.to(opts.device, non_blocking=True))
+            y = y.to(opts.device, non_blocking=True)
+            self.optimizer.zero_grad()
+            with opts.autocast():
+                out = model(x)
+            loss = self.criterion(out.float(), y)
+            loss.backward()
+            self.optimizer.step()
+        sync(opts.device)
+        return time.perf_counter() - t0
+
+
+def plain_eval(model, test_data: TensorImageDataset, collate: BatchCollate, opts: Options) -> tuple[float, float]:
+    """Seconds for one no_grad pass over ``test_data``, and the accuracy."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(test_data, batch_size=opts.eval_batch_size, shuffle=False, collate_fn=collate,
+                        pin_memory=opts.device.type == "cuda")
+    sync(opts.device)
+    t0 = time.perf_counter()
+    correct = torch.zeros((), dtype=torch.long, device=opts.device)
+    with torch.no_grad():
+        for x, y in loader:
+            x = opts.prepare_input(x.to(opts.device, non_blocking=True))
+            y = y.to(opts.device, non_blocking=True)
+            with opts.autocast():
+                out = model(x)
+            correct += (out.argmax(dim=1) == y).sum()
+    acc = correct.item() / len(test_data)
+    sync(opts.device)
+    seconds = time.perf_counter() - t0
+    model.train(was_training)
+    return seconds, acc
+
+
+def time_train_exp(strategy, device: torch.device) -> list[float]:
+    """Wrap ``strategy._train_exp`` (all epochs of one experience) with a timer."""
+    times: list[float] = []
+    inner = strategy._train_exp
+
+    def timed(*args, **kwargs):
+        sync(device)
+        t0 = time.perf_counter()
+        inner(*args, **kwargs)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+
+    strategy._train_exp = timed
+    return times
+
+
+def build_strategies(model_fn: Callable[[], nn.Module], benchmark, opts: Options) -> dict:
+    common = dict(criterion=nn.CrossEntropyLoss(), train_mb_size=opts.batch_size, train_epochs=1,
+                  eval_mb_size=opts.eval_batch_size, device=opts.device, eval_every=-1)
+
+    def template(cls=SupervisedTemplate, plugins=(), **kwargs):
+        model = model_fn()
+        return cls(model=model, optimizer=opts.sgd(model), evaluator=make_evaluator(),
+                   plugins=[*opts.plugins(), *plugins], **common, **kwargs)
+
+    return {
+        "naive": template(Naive),
+        "sst": template(plugins=[SSTPlugin()]),
+        "msl": template(plugins=[MSLPlugin(update_teacher=True, valid_stream=benchmark.valid_stream), SSTPlugin()]),
+        "aod": template(AODStrategy, valid_stream=benchmark.valid_stream, eval_students=False),
+    }
+
+
+# --- reporting ------------------------------------------------------------------
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def make_rows(times: dict, n_train: int, n_test: int, device: torch.device) -> list[dict]:
+    med = {k: median(v) for k, v in times.items()}
+    rows = []
+    for phase in PHASES:
+        if phase not in med:
+            continue
+        s = med[phase]
+        n = n_test if phase in EVAL_PHASES else n_train
+        row = {"phase": phase, "samples_per_s": n / s, "seconds_per_epoch": s,
+               "vs_plain": s / med["plain"] if "plain" in med and phase in TRAIN_PHASES else float("nan"),
+               "vs_naive": s / med["naive"] if "naive" in med and phase in TRAIN_PHASES else float("nan"),
+               "target": "", "status": "", "runs": len(times[phase])}
+        if phase in EVAL_PHASES:
+            row["vs_plain"] = s / med["eval_plain"] if "eval_plain" in med else float("nan")
+        if phase in TARGETS and TARGETS[phase][0] in med:
+            ref, limit = TARGETS[phase]
+            ratio = s / med[ref]
+            row["target"] = f"<= {limit:.2f}x {ref}"
+            row["status"] = "PASS" if ratio <= limit else "MISS"
+        elif phase == "eval":
+            row["target"] = f"< {EVAL_TARGET_S:.0f} s"
+            row["status"] = "PASS" if s < EVAL_TARGET_S else "MISS"
+        elif phase == "plain":
+            row["status"] = "ref"
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'phase':<11} {'samples/s':>10} {'s/epoch':>9} {'x plain':>8} {'x naive':>8}  {'target':<16} status"
+    lines = [head, "-" * len(head)]
+
+    def ratio(v):
+        return "-" if v != v else f"{v:.3f}"  # NaN -> "-"
+
+    for r in rows:
+        lines.append(f"{r['phase']:<11} {r['samples_per_s']:>10.1f} {r['seconds_per_epoch']:>9.3f} "
+                     f"{ratio(r['vs_plain']):>8} {ratio(r['vs_naive']):>8}  {r['target']:<16} {r['status']}")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict], info: dict, args) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"device": args.device, "channels_last": int(args.channels_last), "bf16": int(args.bf16),
+             "train_samples": args.n_train, "test_samples": args.n_test, "batch_size": args.batch_size,
+             "eval_batch_size": args.eval_batch_size, "flush_denormal": int(not args.no_flush_denormal),
+             **info}
+    fields = ["phase", "samples_per_s", "seconds_per_epoch", "vs_plain", "vs_naive", "target", "status", "runs",
+              *extra]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}, **extra})
+
+
+def profile_epoch(name: str, run: Callable[[], object], top: int) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    run()
+    prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    return f"--- cProfile of one '{name}' epoch (sorted by own time) ---\n" + out.getvalue()
+
+
+# --- main -----------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per phase, after one warm-up (default 3)")
+    p.add_argument("--train-samples", type=int, default=6000,
+                   help="stratified Fashion-MNIST training subset; 10%% of it is the validation slice (default 6000)")
+    p.add_argument("--test-samples", type=int, default=0, help="evaluate on this many test samples (0: all 10k)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--eval-batch-size", type=int, default=1000)
+    p.add_argument("--model", default="resnet8")
+    p.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
+    p.add_argument("--csv", default=None, help="default benchmarks/results/speed_<device>.csv")
+    p.add_argument("--channels-last", action="store_true", help="channels-last model and inputs (ChannelsLastPlugin)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast of the forward pass (AutocastPlugin)")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    p.add_argument("--no-flush-denormal", action="store_true", help="keep denormal floats (presets flush them)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--profile", nargs="*", default=None, choices=TRAIN_PHASES + ("eval",),
+                   help="after timing, cProfile one more epoch of these phases (all if none named)")
+    p.add_argument("--profile-top", type=int, default=25)
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda, but torch.cuda.is_available() is False")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.no_flush_denormal:
+        torch.set_flush_denormal(True)
+    phases = [ph for ph in PHASES if ph in args.phases]
+    if "naive" not in phases and ({"sst", "msl", "aod", "eval"} & set(phases)):
+        phases.insert(phases.index("plain") + 1 if "plain" in phases else 0, "naive")
+    t_start = time.perf_counter()
+
+    info = machine_info(device)
+    print(f"machine: {info['cpu']}, {info['cores']} cores available; torch {info['torch']}, "
+          f"{info['threads']} threads; python {info['python']}"
+          + (f"; GPU {info['gpu']}" if "gpu" in info else ""))
+    benchmark, _ = load_data(args.train_samples, 0.1, args.data_root)
+    exp = benchmark.train_stream[0]
+    train_plain = materialize(exp.dataset)
+    collate = exp.dataset.collate_fn
+    eval_collate = BatchCollate(collate.mean, collate.std, augment=False)
+    test_stream = benchmark.test_stream
+    test_plain = materialize(test_stream[0].dataset)
+    if args.test_samples:
+        test_plain = TensorImageDataset(test_plain.images[: args.test_samples],
+                                        test_plain.targets[: args.test_samples])
+        from avalanche.benchmarks.scenarios import benchmark_from_datasets, with_task_labels
+        from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
+
+        data = _make_taskaware_classification_dataset(test_plain, task_labels=0, targets=test_plain.targets,
+                                                      collate_fn=eval_collate)
+        test_stream = with_task_labels(benchmark_from_datasets(test=[data])).test_stream
+    args.n_train, args.n_test = len(train_plain), len(test_plain)
+    opts = Options(args, device)
+    print(f"model {args.model}, {args.n_train} training samples (+{len(benchmark.valid_stream[0].dataset)} "
+          f"validation), {args.n_test} test samples, batch {args.batch_size}, eval batch {args.eval_batch_size}, "
+          f"device {device}, channels_last={args.channels_last}, bf16={args.bf16}, "
+          f"flush_denormal={not args.no_flush_denormal}")
+
+    in_channels = int(train_plain.images.shape[1])
+
+    def model_fn():
+        torch.manual_seed(0)
+        return build_model(args.model, num_classes=benchmark.num_classes, in_channels=in_channels)
+
+    times: dict[str, list[float]] = {ph: [] for ph in phases}
+    runners: dict[str, Callable[[], float]] = {}
+    if "plain" in phases:
+        plain = PlainLoop(model_fn(), train_plain, collate, opts)
+        runners["plain"] = plain.epoch
+    strategies = build_strategies(model_fn, benchmark, opts)
+    epoch_times = {}
+    for name in ("naive", "sst", "msl", "aod"):
+        if name in phases:
+            strat = strategies[name]
+            epoch_times[name] = time_train_exp(strat, device)
+
+            def run(strat=strat, name=name):
+                torch.manual_seed(len(epoch_times[name]))
+                strat.train(exp, eval_streams=[])
+                return epoch_times[name][-1]
+
+            runners[name] = run
+    naive = strategies["naive"]
+    if "eval" in phases:
+        def run_eval():
+            sync(device)
+            t0 = time.perf_counter()
+            naive.eval(test_stream)
+            sync(device)
+            return time.perf_counter() - t0
+
+        runners["eval"] = run_eval
+    if "eval_plain" in phases:
+        eval_model = naive.model if "naive" in phases else plain.model
+        runners["eval_plain"] = lambda: plain_eval(eval_model, test_plain, eval_collate, opts)[0]
+
+    order = [ph for ph in phases if ph in runners]
+    for rep in range(args.epochs + 1):
+        k = rep % len(order)
+        for ph in order[k:] + order[:k]:  # rotate, so no phase always runs right after the same one
+            seconds = runners[ph]()
+            if rep > 0:
+                times[ph].append(seconds)
+        label = "warm-up" if rep == 0 else f"repetition {rep}/{args.epochs}"
+        print(f"  {label}: " + ", ".join(f"{ph} {times[ph][-1]:.2f}s" if rep else ph for ph in order), flush=True)
+
+    rows = make_rows({k: v for k, v in times.items() if v}, args.n_train, args.n_test, device)
+    print()
+    print(format_table(rows))
+    med = {r["phase"]: r["seconds_per_epoch"] for r in rows}
+    if "plain" in med and "naive" in med:
+        iters = -(-args.n_train // args.batch_size)
+        per_it = (med["naive"] - med["plain"]) / iters * 1e3
+        print(f"\nAvalanche Naive vs plain loop: {med['naive'] - med['plain']:+.3f} s/epoch, "
+              f"{per_it:+.2f} ms per iteration ({iters} iterations of {args.batch_size})")
+    csv_path = Path(args.csv) if args.csv else REPO / "benchmarks" / "results" / f"speed_{device.type}.csv"
+    write_csv(csv_path, rows, info, args)
+    print(f"written {csv_path}")
+
+    if args.profile is not None:
+        for ph in args.profile or [ph for ph in order if ph != "eval_plain"]:
+            if ph in runners:
+                print(profile_epoch(ph, runners[ph], args.profile_top))
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
