@@ -354,18 +354,6 @@ def soft_threshold_(gamma: Tensor, mask: Tensor, threshold: float) -> Tensor:
 # --------------------------------------------------------------------------
 # eq. (4): diverse re-initialization
 # --------------------------------------------------------------------------
-def _linear_quantile(sorted_values: Tensor, q: float) -> float:
-    """Linear-interpolation quantile of an ascending 1-D float64 tensor."""
-    n = sorted_values.numel()
-    pos = q * (n - 1)
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, n - 1)
-    frac = pos - lo
-    v_lo = float(sorted_values[lo])
-    v_hi = float(sorted_values[hi])
-    return v_lo + frac * (v_hi - v_lo)
-
-
 def reinit_range(abs_gammas: Tensor, target_ratio: float, margin: float) -> tuple[float, float]:
     """Eq. (4): the re-initialization range ``Target_r + I < R < 1 - I``.
 
@@ -392,9 +380,8 @@ def reinit_range(abs_gammas: Tensor, target_ratio: float, margin: float) -> tupl
         raise ValueError("abs_gammas contains NaN")
     if (values < 0).any():
         raise ValueError("abs_gammas must be absolute values (>= 0); pass gamma.abs()")
-    sorted_values = torch.sort(values).values
-    low = _linear_quantile(sorted_values, target + m)
-    high = _linear_quantile(sorted_values, 1.0 - m)
+    q = torch.tensor([target + m, 1.0 - m], dtype=torch.float64)
+    low, high = torch.quantile(values, q, interpolation="linear").tolist()
     return low, high
 
 

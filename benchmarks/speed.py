@@ -13,20 +13,26 @@ fixed stratified subset of Fashion-MNIST (batch 128, SGD lr 0.1, momentum
   the experience's validation slice) + ``SSTPlugin``, as the real phase;
 * ``aod``: one epoch of ``AODStrategy`` (two students, two views);
 * ``eval``: ``strategy.eval(test_stream)`` over the whole 10k test set with
-  ``eval_mb_size`` 1000, and ``eval_plain``, a plain ``torch.no_grad`` loop.
+  ``eval_mb_size`` 1000; ``eval_small``: the same with a cache-sized
+  ``eval_mb_size`` (128); ``eval_plain``: a plain ``torch.no_grad`` loop.
 
 Every training phase gets its own model (same initialisation) and runs one
 epoch per repetition; the phases are interleaved per repetition (in a
 rotating order) so that the noise of a shared machine spreads over all of
-them; the first repetition is a warm-up and is not timed; the table shows
-medians. An epoch of an Avalanche strategy is timed around ``_train_exp``
-(every epoch callback included; dataloader creation, AOD's student set-up
-and selection, i.e. per-experience work, excluded).
+them; the first repetition is a warm-up and is not timed. Seconds are
+medians over the repetitions; ratios are medians of the ratios taken within
+each repetition (which cancels slow drifts of the machine's load). An epoch
+of an Avalanche strategy is timed around ``_train_exp`` (every epoch
+callback included; dataloader creation, AOD's student set-up and selection,
+i.e. per-experience work, excluded). On a CPU that other processes already
+keep busy, ``--threads auto`` (the default) uses one thread: there,
+multi-threaded ops stall waiting for a descheduled thread.
 
 Usage::
 
     python benchmarks/speed.py [--device cpu|cuda] [--epochs N] [--train-samples N]
-                               [--csv PATH] [--channels-last] [--bf16] [--profile PHASE ...]
+                               [--csv PATH] [--channels-last] [--bf16] [--threads N|auto]
+                               [--profile [PHASE ...]] [--profile-ops]
 
 The table goes to stdout and to ``benchmarks/results/speed_<device>.csv``.
 """
@@ -35,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import copy
 import csv
 import io
 import os
@@ -44,6 +49,7 @@ import pstats
 import statistics
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
@@ -56,6 +62,18 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+_QUIET = ("reset_optimizer", "No loggers specified", "named (keyword) arguments only")
+_showwarning = warnings.showwarning
+
+
+def _showwarning_quiet(message, *args, **kwargs):
+    # Avalanche re-enables its deprecation warnings itself, so filters do not hold them.
+    if not any(q in str(message) for q in _QUIET):
+        _showwarning(message, *args, **kwargs)
+
+
+warnings.showwarning = _showwarning_quiet
+
 from avalanche.training import Naive  # noqa: E402
 from avalanche.training.templates import SupervisedTemplate  # noqa: E402
 
@@ -64,12 +82,14 @@ from avalanche_sst.benchmarks import stratified_split  # noqa: E402
 from avalanche_sst.metrics import make_evaluator  # noqa: E402
 from avalanche_sst.models import build_model  # noqa: E402
 from avalanche_sst.plugins.msl import MSLPlugin  # noqa: E402
-from avalanche_sst.plugins.precision import AutocastPlugin, ChannelsLastPlugin  # noqa: E402
+from avalanche_sst.experiments.presets import Preset  # noqa: E402
+from avalanche_sst.experiments.tables import machine_description  # noqa: E402
+from avalanche_sst.plugins.precision import AutocastPlugin, ChannelsLastPlugin, keep_freed_memory  # noqa: E402
 from avalanche_sst.plugins.sst import SSTPlugin  # noqa: E402
 from avalanche_sst.strategies.aod import AODStrategy  # noqa: E402
 
 TRAIN_PHASES = ("plain", "naive", "sst", "msl", "aod")
-EVAL_PHASES = ("eval", "eval_plain")
+EVAL_PHASES = ("eval", "eval_small", "eval_plain")
 PHASES = TRAIN_PHASES + EVAL_PHASES
 #: (reference phase, maximal ratio) per phase; eval has an absolute target in seconds.
 TARGETS = {"naive": ("plain", 1.10), "sst": ("naive", 1.05), "msl": ("naive", 1.5), "aod": ("naive", 4.2)}
@@ -120,9 +140,38 @@ def materialize(dataset) -> TensorImageDataset:
     return TensorImageDataset(torch.stack([it[0] for it in items]), [int(it[1]) for it in items])
 
 
+def load_average():
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        return None
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class Span:
+    """Wall-clock and process CPU seconds of a block (the device synchronised at both ends)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.wall = self.cpu = float("nan")
+
+    def __enter__(self):
+        sync(self.device)
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        sync(self.device)
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        return False
+
+    @property
+    def both(self) -> tuple[float, float]:
+        return self.wall, self.cpu
 
 
 class Options:
@@ -172,11 +221,10 @@ class PlainLoop:
         self.loader = DataLoader(train_data, batch_size=opts.batch_size, shuffle=True, collate_fn=collate,
                                  pin_memory=opts.device.type == "cuda")
 
-    def epoch(self) -> float:
+    def epoch(self) -> tuple[float, float]:
         opts, model = self.opts, self.model
         model.train()
-        sync(opts.device)
-        t0 = time.perf_counter()
+        span = Span(opts.device).__enter__()
         for x, y in self.loader:
             x = opts.prepare_input(x.to(opts.device, non_blocking=True))
             y = y.to(opts.device, non_blocking=True)
@@ -186,18 +234,17 @@ class PlainLoop:
             loss = self.criterion(out.float(), y)
             loss.backward()
             self.optimizer.step()
-        sync(opts.device)
-        return time.perf_counter() - t0
+        span.__exit__()
+        return span.both
 
 
-def plain_eval(model, test_data: TensorImageDataset, collate: BatchCollate, opts: Options) -> tuple[float, float]:
-    """Seconds for one no_grad pass over ``test_data``, and the accuracy."""
+def plain_eval(model, test_data: TensorImageDataset, collate: BatchCollate, opts: Options):
+    """(wall, CPU) seconds of one no_grad pass over ``test_data``, and the accuracy."""
     was_training = model.training
-    model.eval()
+    model.to(opts.device).eval()
     loader = DataLoader(test_data, batch_size=opts.eval_batch_size, shuffle=False, collate_fn=collate,
                         pin_memory=opts.device.type == "cuda")
-    sync(opts.device)
-    t0 = time.perf_counter()
+    span = Span(opts.device).__enter__()
     correct = torch.zeros((), dtype=torch.long, device=opts.device)
     with torch.no_grad():
         for x, y in loader:
@@ -207,23 +254,20 @@ def plain_eval(model, test_data: TensorImageDataset, collate: BatchCollate, opts
                 out = model(x)
             correct += (out.argmax(dim=1) == y).sum()
     acc = correct.item() / len(test_data)
-    sync(opts.device)
-    seconds = time.perf_counter() - t0
+    span.__exit__()
     model.train(was_training)
-    return seconds, acc
+    return span.both, acc
 
 
-def time_train_exp(strategy, device: torch.device) -> list[float]:
-    """Wrap ``strategy._train_exp`` (all epochs of one experience) with a timer."""
-    times: list[float] = []
+def time_train_exp(strategy, device: torch.device) -> list[tuple[float, float]]:
+    """Wrap ``strategy._train_exp`` (all epochs of one experience) with a timer: (wall, CPU) seconds."""
+    times: list[tuple[float, float]] = []
     inner = strategy._train_exp
 
     def timed(*args, **kwargs):
-        sync(device)
-        t0 = time.perf_counter()
-        inner(*args, **kwargs)
-        sync(device)
-        times.append(time.perf_counter() - t0)
+        with Span(device) as span:
+            inner(*args, **kwargs)
+        times.append(span.both)
 
     strategy._train_exp = timed
     return times
@@ -253,28 +297,41 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def make_rows(times: dict, n_train: int, n_test: int, device: torch.device) -> list[dict]:
-    med = {k: median(v) for k, v in times.items()}
+def paired_ratio(times: dict, phase: str, ref: str) -> float:
+    """Median over repetitions of ``phase / ref`` timed in the same repetition.
+
+    Pairing cancels the slow drift of a shared machine's load, which a ratio
+    of medians does not.
+    """
+    if phase not in times or ref not in times:
+        return float("nan")
+    return median([a / b for a, b in zip(times[phase], times[ref])])
+
+
+def make_rows(times: dict, cpu_times: dict, n_train: int, n_test: int, clock: str = "wall") -> list[dict]:
+    """One row per phase: wall-clock and CPU medians; ratios and targets on ``clock`` time."""
+    wall = {k: median(v) for k, v in times.items()}
+    cpu = {k: median(v) for k, v in cpu_times.items()}
+    ref_times = cpu_times if clock == "cpu" else times
     rows = []
     for phase in PHASES:
-        if phase not in med:
+        if phase not in wall:
             continue
-        s = med[phase]
-        n = n_test if phase in EVAL_PHASES else n_train
-        row = {"phase": phase, "samples_per_s": n / s, "seconds_per_epoch": s,
-               "vs_plain": s / med["plain"] if "plain" in med and phase in TRAIN_PHASES else float("nan"),
-               "vs_naive": s / med["naive"] if "naive" in med and phase in TRAIN_PHASES else float("nan"),
+        evaluation = phase in EVAL_PHASES
+        n = n_test if evaluation else n_train
+        row = {"phase": phase, "samples_per_s": n / wall[phase], "seconds_per_epoch": wall[phase],
+               "cpu_seconds": cpu.get(phase, float("nan")),
+               "vs_plain": paired_ratio(ref_times, phase, "eval_plain" if evaluation else "plain"),
+               "vs_naive": float("nan") if evaluation else paired_ratio(ref_times, phase, "naive"),
                "target": "", "status": "", "runs": len(times[phase])}
-        if phase in EVAL_PHASES:
-            row["vs_plain"] = s / med["eval_plain"] if "eval_plain" in med else float("nan")
-        if phase in TARGETS and TARGETS[phase][0] in med:
+        if phase in TARGETS and TARGETS[phase][0] in wall:
             ref, limit = TARGETS[phase]
-            ratio = s / med[ref]
             row["target"] = f"<= {limit:.2f}x {ref}"
-            row["status"] = "PASS" if ratio <= limit else "MISS"
-        elif phase == "eval":
+            row["status"] = "PASS" if row[f"vs_{ref}"] <= limit else "MISS"
+        elif phase in ("eval", "eval_small"):
+            seconds = cpu[phase] if clock == "cpu" else wall[phase]
             row["target"] = f"< {EVAL_TARGET_S:.0f} s"
-            row["status"] = "PASS" if s < EVAL_TARGET_S else "MISS"
+            row["status"] = "PASS" if seconds < EVAL_TARGET_S else "MISS"
         elif phase == "plain":
             row["status"] = "ref"
         rows.append(row)
@@ -282,7 +339,8 @@ def make_rows(times: dict, n_train: int, n_test: int, device: torch.device) -> l
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'phase':<11} {'samples/s':>10} {'s/epoch':>9} {'x plain':>8} {'x naive':>8}  {'target':<16} status"
+    head = (f"{'phase':<11} {'samples/s':>10} {'s/epoch':>9} {'cpu s':>8} {'x plain':>8} {'x naive':>8}  "
+            f"{'target':<16} status")
     lines = [head, "-" * len(head)]
 
     def ratio(v):
@@ -290,23 +348,37 @@ def format_table(rows: list[dict]) -> str:
 
     for r in rows:
         lines.append(f"{r['phase']:<11} {r['samples_per_s']:>10.1f} {r['seconds_per_epoch']:>9.3f} "
+                     f"{r['cpu_seconds']:>8.3f} "
                      f"{ratio(r['vs_plain']):>8} {ratio(r['vs_naive']):>8}  {r['target']:<16} {r['status']}")
     return "\n".join(lines)
 
 
 def write_csv(path: Path, rows: list[dict], info: dict, args) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"device": args.device, "channels_last": int(args.channels_last), "bf16": int(args.bf16),
+    extra = {"device": args.device, "clock": args.clock, "channels_last": int(args.channels_last), "bf16": int(args.bf16),
              "train_samples": args.n_train, "test_samples": args.n_test, "batch_size": args.batch_size,
-             "eval_batch_size": args.eval_batch_size, "flush_denormal": int(not args.no_flush_denormal),
+             "eval_batch_size": args.eval_batch_size, "flush_denormal": int(args.flush_denormal),
+             "keep_freed_memory": int(args.keep_freed_memory), "threads_arg": args.threads,
              **info}
-    fields = ["phase", "samples_per_s", "seconds_per_epoch", "vs_plain", "vs_naive", "target", "status", "runs",
+    fields = ["phase", "samples_per_s", "seconds_per_epoch", "cpu_seconds", "vs_plain", "vs_naive", "target", "status", "runs",
               *extra]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in rows:
             writer.writerow({**{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}, **extra})
+
+
+def profile_ops(name: str, run: Callable[[], object], top: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        run()
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    table = prof.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=top, max_name_column_width=40,
+                                                               max_shapes_column_width=60)
+    return f"--- torch.profiler of one '{name}' epoch (ops by self time, grouped by input shapes) ---\n{table}"
 
 
 def profile_epoch(name: str, run: Callable[[], object], top: int) -> str:
@@ -326,41 +398,70 @@ def profile_epoch(name: str, run: Callable[[], object], top: int) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs per phase, after one warm-up (default 3)")
-    p.add_argument("--train-samples", type=int, default=6000,
-                   help="stratified Fashion-MNIST training subset; 10%% of it is the validation slice (default 6000)")
+    p.add_argument("--epochs", type=int, default=5, help="timed epochs per phase, after one warm-up (default 5)")
+    p.add_argument("--train-samples", type=int, default=4000,
+                   help="stratified Fashion-MNIST training subset; 10%% of it is the validation slice (default 4000)")
     p.add_argument("--test-samples", type=int, default=0, help="evaluate on this many test samples (0: all 10k)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-batch-size", type=int, default=1000)
+    p.add_argument("--small-eval-batch-size", type=int, default=128,
+                   help="the eval_small row: strategy.eval with this eval_mb_size (0: no such row)")
     p.add_argument("--model", default="resnet8")
     p.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time the ratios and targets use: wall-clock (default) or this process's CPU time, "
+                        "which on a shared machine leaves out the time other processes held the cores")
     p.add_argument("--csv", default=None, help="default benchmarks/results/speed_<device>.csv")
     p.add_argument("--channels-last", action="store_true", help="channels-last model and inputs (ChannelsLastPlugin)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast of the forward pass (AutocastPlugin)")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    p.add_argument("--no-flush-denormal", action="store_true", help="keep denormal floats (presets flush them)")
+    p.add_argument("--threads", default="auto",
+                   help="torch.set_num_threads: a number, 0 for torch's default, or 'auto' (default): torch's "
+                        "default, but 1 when other processes already keep every core busy (load average >= "
+                        "cores), where multi-threaded ops stall waiting for a descheduled thread")
+    defaults = Preset()
+    p.add_argument("--flush-denormal", action=argparse.BooleanOptionalAction,
+                   default=getattr(defaults, "flush_denormal", True),
+                   help="torch.set_flush_denormal (default: the presets' setting)")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction,
+                   default=getattr(defaults, "keep_freed_memory", False),
+                   help="glibc keeps large freed blocks instead of unmapping them (keep_freed_memory(); "
+                        "default: the presets' setting, if they have one)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--profile", nargs="*", default=None, choices=TRAIN_PHASES + ("eval",),
+    p.add_argument("--profile", nargs="*", default=None, choices=PHASES,
                    help="after timing, cProfile one more epoch of these phases (all if none named)")
     p.add_argument("--profile-top", type=int, default=25)
+    p.add_argument("--profile-ops", action="store_true", help="--profile with torch.profiler (ops) instead of cProfile")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda, but torch.cuda.is_available() is False")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not args.no_flush_denormal:
+    threads_note = ""
+    if args.threads == "auto":
+        load = load_average()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if load is not None and device.type == "cpu" and load >= cores and torch.get_num_threads() > 1:
+            torch.set_num_threads(1)
+            threads_note = f" (auto: load average {load:.1f} >= {cores} cores, so 1 thread; --threads 0 for torch's default)"
+    elif int(args.threads):
+        torch.set_num_threads(int(args.threads))
+    if args.flush_denormal:
         torch.set_flush_denormal(True)
+    if args.keep_freed_memory and not keep_freed_memory(True):
+        print("note: --keep-freed-memory has no effect here (not glibc)")
     phases = [ph for ph in PHASES if ph in args.phases]
-    if "naive" not in phases and ({"sst", "msl", "aod", "eval"} & set(phases)):
+    if "naive" not in phases and ({"sst", "msl", "aod"} & set(phases)):  # their reference
         phases.insert(phases.index("plain") + 1 if "plain" in phases else 0, "naive")
     t_start = time.perf_counter()
 
     info = machine_info(device)
     print(f"machine: {info['cpu']}, {info['cores']} cores available; torch {info['torch']}, "
-          f"{info['threads']} threads; python {info['python']}"
+          f"{info['threads']} threads{threads_note}; python {info['python']}"
           + (f"; GPU {info['gpu']}" if "gpu" in info else ""))
+    load = load_average()
+    if load is not None and device.type == "cpu" and load > 0.5:
+        print(f"note: load average {load:.1f} on {info['cores']} cores before the run: other processes share the "
+              "CPU, so absolute timings are pessimistic and noisy; the ratios are measured in the same run")
     benchmark, _ = load_data(args.train_samples, 0.1, args.data_root)
     exp = benchmark.train_stream[0]
     train_plain = materialize(exp.dataset)
@@ -382,7 +483,7 @@ def main(argv=None) -> int:
     print(f"model {args.model}, {args.n_train} training samples (+{len(benchmark.valid_stream[0].dataset)} "
           f"validation), {args.n_test} test samples, batch {args.batch_size}, eval batch {args.eval_batch_size}, "
           f"device {device}, channels_last={args.channels_last}, bf16={args.bf16}, "
-          f"flush_denormal={not args.no_flush_denormal}")
+          f"flush_denormal={args.flush_denormal}, keep_freed_memory={args.keep_freed_memory}")
 
     in_channels = int(train_plain.images.shape[1])
 
@@ -390,8 +491,9 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         return build_model(args.model, num_classes=benchmark.num_classes, in_channels=in_channels)
 
-    times: dict[str, list[float]] = {ph: [] for ph in phases}
-    runners: dict[str, Callable[[], float]] = {}
+    times: dict[str, list[float]] = {ph: [] for ph in phases}  # wall-clock seconds per repetition
+    cpu_times: dict[str, list[float]] = {ph: [] for ph in phases}  # process CPU seconds
+    runners: dict[str, Callable[[], tuple[float, float]]] = {}
     if "plain" in phases:
         plain = PlainLoop(model_fn(), train_plain, collate, opts)
         runners["plain"] = plain.epoch
@@ -409,47 +511,72 @@ def main(argv=None) -> int:
 
             runners[name] = run
     naive = strategies["naive"]
-    if "eval" in phases:
+    if {"eval", "eval_small"} & set(phases):
         def run_eval():
-            sync(device)
-            t0 = time.perf_counter()
-            naive.eval(test_stream)
-            sync(device)
-            return time.perf_counter() - t0
+            with Span(device) as span:
+                naive.eval(test_stream)
+            return span.both
 
-        runners["eval"] = run_eval
+        if "eval" in phases:
+            runners["eval"] = run_eval
+    if "eval_small" in phases and args.small_eval_batch_size:
+        def run_eval_small():
+            big = naive.eval_mb_size
+            naive.eval_mb_size = args.small_eval_batch_size
+            try:
+                return run_eval()
+            finally:
+                naive.eval_mb_size = big
+
+        runners["eval_small"] = run_eval_small
     if "eval_plain" in phases:
-        eval_model = naive.model if "naive" in phases else plain.model
-        runners["eval_plain"] = lambda: plain_eval(eval_model, test_plain, eval_collate, opts)[0]
+        runners["eval_plain"] = lambda: plain_eval(naive.model, test_plain, eval_collate, opts)[0]
 
     order = [ph for ph in phases if ph in runners]
     for rep in range(args.epochs + 1):
         k = rep % len(order)
         for ph in order[k:] + order[:k]:  # rotate, so no phase always runs right after the same one
-            seconds = runners[ph]()
+            wall, cpu = runners[ph]()
             if rep > 0:
-                times[ph].append(seconds)
+                times[ph].append(wall)
+                cpu_times[ph].append(cpu)
         label = "warm-up" if rep == 0 else f"repetition {rep}/{args.epochs}"
-        print(f"  {label}: " + ", ".join(f"{ph} {times[ph][-1]:.2f}s" if rep else ph for ph in order), flush=True)
+        print(f"  {label}: " + ", ".join(f"{ph} {times[ph][-1]:.2f}s" if rep else ph for ph in order)
+              + (f"  (CPU: {', '.join(f'{cpu_times[ph][-1]:.2f}' for ph in order)})" if rep else ""), flush=True)
 
-    rows = make_rows({k: v for k, v in times.items() if v}, args.n_train, args.n_test, device)
+    rows = make_rows({k: v for k, v in times.items() if v}, {k: v for k, v in cpu_times.items() if v},
+                     args.n_train, args.n_test, args.clock)
     print()
     print(format_table(rows))
-    med = {r["phase"]: r["seconds_per_epoch"] for r in rows}
-    if "plain" in med and "naive" in med:
+    print(f"(s/epoch: wall-clock median of {args.epochs} epochs after a warm-up; cpu s: the same in process CPU "
+          f"seconds, which leave out the time other processes held the cores; x plain, x naive: median of the "
+          f"ratios within each repetition, on {args.clock} time, as the targets; eval rows: seconds per pass over the "
+          f"{args.n_test} test samples; eval = strategy.eval, eval_mb_size {args.eval_batch_size}; "
+          f"eval_small = the same with eval_mb_size {args.small_eval_batch_size}; eval_plain = a plain no_grad "
+          f"loop, batch {args.eval_batch_size}; x plain of the eval rows is relative to eval_plain)")
+    if times.get("plain") and times.get("naive"):
         iters = -(-args.n_train // args.batch_size)
-        per_it = (med["naive"] - med["plain"]) / iters * 1e3
-        print(f"\nAvalanche Naive vs plain loop: {med['naive'] - med['plain']:+.3f} s/epoch, "
-              f"{per_it:+.2f} ms per iteration ({iters} iterations of {args.batch_size})")
+        for name, t in (("wall", times), ("CPU", cpu_times)):
+            extra = median([a - b for a, b in zip(t["naive"], t["plain"])])
+            print(f"Avalanche Naive minus plain loop ({name} time, median within repetitions): {extra:+.3f} s/epoch, "
+                  f"{extra / iters * 1e3:+.2f} ms per iteration ({iters} iterations of {args.batch_size}, "
+                  f"{median(t['plain']) / iters * 1e3:.1f} ms each in the plain loop)")
     csv_path = Path(args.csv) if args.csv else REPO / "benchmarks" / "results" / f"speed_{device.type}.csv"
     write_csv(csv_path, rows, info, args)
-    print(f"written {csv_path}")
+    md_path = csv_path.with_suffix(".md")
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    md_path.write_text(
+        f"`{command.strip()}` on {machine_description()}, device {device.type}, "
+        f"{args.n_train} training / {args.n_test} test samples, median of {args.epochs} epochs after a warm-up:\n\n"
+        "```\n" + format_table(rows) + "\n```\n")
+    print(f"written {csv_path} and {md_path}")
 
     if args.profile is not None:
         for ph in args.profile or [ph for ph in order if ph != "eval_plain"]:
             if ph in runners:
-                print(profile_epoch(ph, runners[ph], args.profile_top))
-    print(f"total {time.perf_counter() - t_start:.0f} s")
+                print((profile_ops if args.profile_ops else profile_epoch)(ph, runners[ph], args.profile_top))
+    load = load_average()
+    print(f"total {time.perf_counter() - t_start:.0f} s" + (f"; load average now {load:.1f}" if load is not None else ""))
     return 0
 
 

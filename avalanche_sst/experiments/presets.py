@@ -26,7 +26,7 @@ class Preset:
     validation_fraction: float = 0.1
     label_noise: float = 0.0
     batch_size: int = 128
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 128  # measured fastest on 2 CPU cores (benchmarks/speed.py)
     epochs_scratch: int = 10
     epochs_finetune: int = 5
     lr_scratch: float = 0.1
@@ -45,6 +45,10 @@ class Preset:
     num_threads: int = 0  # 0: torch's default
     # Denormal floats slow CPU convolutions by up to 20x here (ResNet-20: 54 vs 1017 samples/s).
     flush_denormal: bool = True
+    # glibc returns big freed blocks to the kernel and page-faults them back in at
+    # every reuse: evaluation at batch 1000 spent most of its time in the kernel
+    # (benchmarks/speed.py: 5.3 s -> 2.1 s for the 10k test set).
+    keep_freed_memory: bool = True
 
     def replace(self, **changes) -> "Preset":
         return dataclasses.replace(self, **changes)

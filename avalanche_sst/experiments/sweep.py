@@ -29,6 +29,7 @@ from avalanche_sst.experiments.methods import StrategyContext, get_method
 from avalanche_sst.experiments.presets import PRESETS, Preset, get_preset
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
+from avalanche_sst.plugins.precision import keep_freed_memory
 
 ACC_KEY = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 
@@ -184,6 +185,8 @@ def run_sweep(
         torch.set_num_threads(preset.num_threads)
     if preset.flush_denormal:
         torch.set_flush_denormal(True)
+    if preset.keep_freed_memory:
+        keep_freed_memory(True)
     for name in preset.methods:
         get_method(name)  # fail fast on a typo, before any training
     (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))

@@ -20,12 +20,16 @@ def accuracy(model: torch.nn.Module, dataset, device: torch.device | str = "cpu"
     data = dataset.eval() if hasattr(dataset, "eval") else dataset
     loader = DataLoader(data, batch_size=batch_size, shuffle=False,
                         collate_fn=getattr(data, "collate_fn", None))
-    correct = total = 0
-    for batch in loader:
-        x, y = batch[0].to(device), batch[1].to(device)
-        correct += (model(x).argmax(dim=1) == y).sum().item()
-        total += len(y)
-    model.train(was_training)
+    correct = None  # counted on the model's device: one host sync at the end, not one per batch
+    total = 0
+    try:
+        for batch in loader:
+            x, y = batch[0].to(device), batch[1].to(device)
+            hits = (model(x).argmax(dim=1) == y).sum()
+            correct = hits if correct is None else correct + hits
+            total += len(y)
+    finally:
+        model.train(was_training)
     if total == 0:
         raise ValueError("the validation dataset is empty; use a validation_fraction > 0")
-    return correct / total
+    return int(correct) / total

@@ -3,9 +3,10 @@
 from .guard import FiniteLossGuard, NonFiniteLossError
 from .lwm import LwMPlugin, grad_cam
 from .msl import MSLPlugin
+from .precision import AutocastPlugin, ChannelsLastPlugin, keep_freed_memory
 from .reinit import ReinitPlugin, diverse_reinit_
 from .schedule import StepwiseCosinePlugin
 from .sst import SSTPlugin
 
-__all__ = ["FiniteLossGuard", "LwMPlugin", "grad_cam", "MSLPlugin", "NonFiniteLossError", "ReinitPlugin", "SSTPlugin",
+__all__ = ["AutocastPlugin", "ChannelsLastPlugin", "FiniteLossGuard", "keep_freed_memory", "LwMPlugin", "grad_cam", "MSLPlugin", "NonFiniteLossError", "ReinitPlugin", "SSTPlugin",
            "StepwiseCosinePlugin", "diverse_reinit_"]

@@ -11,6 +11,7 @@ when the student's accuracy on the current part's validation slice is higher.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -82,8 +83,15 @@ class MSLPlugin(SupervisedPlugin):
         strategy._criterion = lambda output, target: self._loss(strategy, output)
 
     def _loss(self, strategy, student_logits):
-        with torch.no_grad():
-            teacher_logits = self.teacher(strategy.mb_x)
+        x = strategy.mb_x
+        # Under autocast (AutocastPlugin) the student's block outputs are low precision: run the
+        # teacher in the same precision (it costs a third of the step otherwise); a float32
+        # student keeps a float32 teacher.
+        low = self._student_feats[0].dtype if self._student_feats else torch.float32
+        autocast = (torch.autocast(device_type=x.device.type, dtype=low)
+                    if low in (torch.bfloat16, torch.float16) else contextlib.nullcontext())
+        with torch.no_grad(), autocast:
+            teacher_logits = self.teacher(x)
         # float(): under autocast the student's logits and block outputs are low precision;
         # the loss is computed in float32 (a no-op for float32 tensors).
         losses = msl_loss(student_logits.float(), teacher_logits.float(),

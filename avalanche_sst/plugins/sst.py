@@ -82,7 +82,7 @@ class SSTPlugin(SupervisedPlugin):
         self.factors = []
         self.masks: list[torch.Tensor] = []
         self._weights: list[torch.Tensor] = []  # lam * mask per layer, for after_backward
-        self._weights_for = None  # the (masks list, lam) the weights were built from
+        self._weights_for = None  # (masks, their versions, lam) the weights were built from
         self.sp_ratio = 1.0
         self.switched = False
         self._cut = 1.0
@@ -113,10 +113,13 @@ class SSTPlugin(SupervisedPlugin):
         log_scalar(strategy, f"{p}/target_count", num_selected(self.target_ratio, n))
 
     def _penalty_weights(self, gammas) -> list[torch.Tensor]:
-        """``lam * mask`` per layer (gamma's dtype and device), rebuilt when the masks or lam change."""
-        key = (self.masks, self.lam)
-        if self._weights_for is None or self._weights_for[0] is not self.masks or self._weights_for[1] != self.lam \
-                or len(self._weights) != len(self.masks):
+        """``lam * mask`` per layer (gamma's dtype and device); rebuilt when a mask or lam changes."""
+        # The key holds the mask tensors themselves (so their ids cannot be reused) and
+        # their version counters (so an in-place edit of a mask is seen too).
+        key = (list(self.masks), [m._version for m in self.masks], self.lam)
+        old = self._weights_for
+        if old is None or len(old[0]) != len(key[0]) or any(a is not b for a, b in zip(old[0], key[0])) \
+                or old[1] != key[1] or old[2] != key[2]:
             # l1_subgradient(1, mask, lam) = lam * mask, with l1_subgradient's checks.
             self._weights = [l1_subgradient(torch.ones_like(g.detach()), m, self.lam)
                              for g, m in zip(gammas, self.masks)]

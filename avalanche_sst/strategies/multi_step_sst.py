@@ -89,6 +89,9 @@ class MultiStepSST(SupervisedTemplate):
         "w/ FT" and "w/ AOD" rows have none).
     :param diverse_reinit: different margins for the students (else both ``margins[0]``).
     :param new_data: "aod", or "finetune" (plain fine-tuning after re-init).
+    :param phase_plugins: plugins added to every phase's inner strategy (e.g.
+        ``ChannelsLastPlugin()``, ``AutocastPlugin()``); ``plugins`` only see the
+        outer strategy's experience-level callbacks and its evaluation.
     :param adaptive_weights, use_kd, use_cr: AOD ablations (Table 3): fixed 0.5/0.5
         weights; no distillation term; no consistency term.
     """
@@ -106,7 +109,7 @@ class MultiStepSST(SupervisedTemplate):
                  adaptive_weights: bool = True,
                  use_kd: bool = True, use_cr: bool = True, seed: int = 0,
                  train_mb_size: int = 128, eval_mb_size: int = 1000, device="cpu",
-                 plugins: Optional[Sequence] = None, evaluator=None, **kwargs):
+                 plugins: Optional[Sequence] = None, phase_plugins: Sequence = (), evaluator=None, **kwargs):
         require_scaling_factors(model, "MultiStepSST")
         if use_msl:
             require_blocks(model, "MultiStepSST(use_msl=True)")
@@ -141,6 +144,7 @@ class MultiStepSST(SupervisedTemplate):
         self.new_data, self.adaptive_weights = new_data, adaptive_weights
         self.use_kd, self.use_cr = use_kd, use_cr
         self.seed = seed
+        self.phase_plugins = list(phase_plugins)
         self.prepared: Optional[nn.Module] = None
         self.sst_epoch_counter = 0
         self.phase_history: list[tuple[int, str]] = []
@@ -159,7 +163,7 @@ class MultiStepSST(SupervisedTemplate):
             train_mb_size=self.train_mb_size, train_epochs=epochs, eval_mb_size=self.eval_mb_size,
             device=self.device, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1,
             plugins=[StepwiseCosinePlugin(lrs=(lr,), epochs=(epochs,)), FiniteLossGuard(name),
-                     _PhaseLog(self, name), *plugins],
+                     _PhaseLog(self, name), *plugins, *self.phase_plugins],
             **strategy_kwargs,
         )
         inner.sst_parent = self
