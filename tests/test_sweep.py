@@ -317,3 +317,15 @@ def test_unknown_method_lists_the_valid_names(tmp_path):
     assert str(sorted(METHODS)) in str(info.value)
     # it fails before any training or data loading: no run folder was made
     assert not (tmp_path / "x" / "finetune").exists()
+
+
+def test_report_only_tabulates_finished_runs_and_names_the_rest(tmp_path, tiny_data):
+    from avalanche_sst.experiments.sweep import collect_finished
+
+    preset = Preset(model="resnet8-w4", methods=("finetune", "ewc"), seeds=(0,), ratios=(1, 1),
+                    epochs_scratch=1, epochs_finetune=1, batch_size=16, eval_batch_size=64,
+                    validation_fraction=0.2)
+    run_sweep(preset.replace(methods=("finetune",)), tmp_path, data=tiny_data, log=lambda m: None)
+    finished, missing = collect_finished(preset, tmp_path)
+    assert [(r.method, r.seed) for r in finished] == [("finetune", 0)]
+    assert missing == ["ewc seed 0"]

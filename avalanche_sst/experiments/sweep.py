@@ -202,6 +202,21 @@ def run_sweep(
     return results
 
 
+def collect_finished(preset: Preset, out: str | Path) -> tuple[list[RunResult], list[str]]:
+    """Results of the runs of ``preset`` that have finished, and the names of those that have not."""
+    out = Path(out)
+    finished, missing = [], []
+    for seed in preset.seeds:
+        for name in preset.methods:
+            done = _run_dir(out, name, seed) / "done.json"
+            if done.exists():
+                d = json.loads(done.read_text())
+                finished.append(RunResult(name, seed, d["accuracies"], d["seconds"]))
+            else:
+                missing.append(f"{name} seed {seed}")
+    return finished, missing
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
@@ -212,6 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dataset", default=None, choices=["fashion_mnist", "cifar100", "tiny_imagenet"])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the runs that have finished and list the others")
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
     changes = {k: v for k, v in {
@@ -222,6 +239,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     preset = preset.replace(**changes)
     out = Path(args.out or f"results/{preset.name}")
     command = "python experiments/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.report_only:
+        finished, missing = collect_finished(preset, out)
+        if not finished:
+            raise SystemExit(f"no finished runs under {out}")
+        write_tables(finished, out, preset, command=command.replace(" --report-only", "").strip())
+        if missing:
+            with open(out / "table.md", "a") as f:
+                f.write(f"\nNot finished yet (rerun the command to resume them): {', '.join(missing)}.\n")
+        print((out / "table.md").read_text())
+        return 0
     run_sweep(preset, out, command=command.strip())
     print((out / "table.md").read_text())
     return 0

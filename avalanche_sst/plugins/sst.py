@@ -82,7 +82,6 @@ class SSTPlugin(SupervisedPlugin):
         self.factors = []
         self.masks: list[torch.Tensor] = []
         self._weights: list[torch.Tensor] = []  # lam * mask per layer, for after_backward
-        self._weights_for = None  # (masks, their versions, lam) the weights were built from
         self.sp_ratio = 1.0
         self.switched = False
         self._cut = 1.0
@@ -105,6 +104,8 @@ class SSTPlugin(SupervisedPlugin):
             self.masks = select_smallest(gammas, self.sp_ratio)
         else:
             self.masks = [torch.ones_like(g, dtype=torch.bool) for g in gammas]
+        # The selection is fixed for the epoch: lam * mask once here, not per iteration.
+        self._weights = [l1_subgradient(torch.ones_like(g), m, self.lam) for g, m in zip(gammas, self.masks)]
         n = sum(g.numel() for g in gammas)
         p = self.log_prefix
         log_scalar(strategy, f"{p}/sp_ratio", self.sp_ratio)
@@ -112,29 +113,13 @@ class SSTPlugin(SupervisedPlugin):
         log_scalar(strategy, f"{p}/fraction_at_zero", fraction_at_or_below(gammas, self.zero_tol))
         log_scalar(strategy, f"{p}/target_count", num_selected(self.target_ratio, n))
 
-    def _penalty_weights(self, gammas) -> list[torch.Tensor]:
-        """``lam * mask`` per layer (gamma's dtype and device); rebuilt when a mask or lam changes."""
-        # The key holds the mask tensors themselves (so their ids cannot be reused) and
-        # their version counters (so an in-place edit of a mask is seen too).
-        key = (list(self.masks), [m._version for m in self.masks], self.lam)
-        old = self._weights_for
-        if old is None or len(old[0]) != len(key[0]) or any(a is not b for a, b in zip(old[0], key[0])) \
-                or old[1] != key[1] or old[2] != key[2]:
-            # l1_subgradient(1, mask, lam) = lam * mask, with l1_subgradient's checks.
-            self._weights = [l1_subgradient(torch.ones_like(g.detach()), m, self.lam)
-                             for g, m in zip(gammas, self.masks)]
-            self._weights_for = key
-        return self._weights
-
     def after_backward(self, strategy, **kwargs):
         if self.proximal:
             return
         # grad += lam * sign(gamma) * mask (eq. 1's subgradient on the selected set, as
         # l1_subgradient), for all layers in two fused multi-tensor ops per iteration.
-        gammas = self.gammas()
-        weights = self._penalty_weights(gammas)
         grads, values, ws = [], [], []
-        for gamma, w in zip(gammas, weights):
+        for gamma, w in zip(self.gammas(), self._weights):
             if gamma.grad is not None:
                 grads.append(gamma.grad)
                 values.append(gamma.detach())
