@@ -370,3 +370,16 @@ def test_finite_loss_guard_names_the_bad_term():
                                loss_terms={"ce_1": torch.tensor(0.3), "kd_1": torch.tensor(float("inf"))})
     with pytest.raises(NonFiniteLossError, match=r"phase 'aod', experience 1, epoch 2: term\(s\) kd_1"):
         guard.before_backward(strategy)
+
+
+def test_aod_without_validation_slice_selects_on_unaugmented_training_data():
+    bm = tiny_benchmark(parts=(1, 1))
+    model = tiny_model()
+    strategy = AODStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=16,
+                           evaluator=make_evaluator())
+    strategy.experience = bm.train_stream[1]
+    assert bm.train_stream[1].dataset.collate_fn.augment  # the training data itself augments
+    with pytest.warns(UserWarning, match="no validation slice"):
+        data = strategy._validation_data()
+    assert len(data) == len(bm.train_stream[1].dataset)
+    assert data.collate_fn.augment is False

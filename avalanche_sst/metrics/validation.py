@@ -8,8 +8,12 @@ collate function (the fast batched path where the benchmark provides it).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch.utils.data import DataLoader
+
+from avalanche_sst.benchmarks.tensor_data import BatchCollate
 
 
 @torch.no_grad()
@@ -33,3 +37,41 @@ def accuracy(model: torch.nn.Module, dataset, device: torch.device | str = "cpu"
     if total == 0:
         raise ValueError("the validation dataset is empty; use a validation_fraction > 0")
     return int(correct) / total
+
+
+class _NoAugment(torch.utils.data.Dataset):
+    """``base`` with a batched-augmentation collate switched off."""
+
+    def __init__(self, base, collate_fn):
+        self.base = base
+        self.collate_fn = collate_fn
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+
+def validation_slice(experience, valid_stream=None, given=None):
+    """The experience's held-out slice: ``valid_stream[k].dataset``, else ``given``, else None."""
+    if valid_stream is not None:
+        return valid_stream[experience.current_experience].dataset
+    return given
+
+
+def validation_data(experience, valid_stream=None, given=None):
+    """The data a step's model selection is made on.
+
+    The validation slice (:func:`validation_slice`) when there is one;
+    otherwise the experience's own training data, with the batched
+    augmentation switched off.
+    """
+    held_out = validation_slice(experience, valid_stream, given)
+    if held_out is not None:
+        return held_out
+    data = experience.dataset.eval()
+    collate = getattr(data, "collate_fn", None)
+    if isinstance(collate, BatchCollate) and collate.augment:
+        return _NoAugment(data, dataclasses.replace(collate, augment=False))
+    return data

@@ -19,7 +19,7 @@ from avalanche.core import SupervisedPlugin
 
 from avalanche_sst.losses import msl_loss
 from avalanche_sst.metrics.logging import log_scalar
-from avalanche_sst.metrics.validation import accuracy
+from avalanche_sst.metrics.validation import accuracy, validation_slice
 from avalanche_sst.models import capture_block_outputs, classifier, require_blocks
 
 
@@ -58,9 +58,7 @@ class MSLPlugin(SupervisedPlugin):
         self._sums = {"terms": None, "n": 0}
 
     def _valid_dataset(self, strategy):
-        if self.valid_stream is not None:
-            return self.valid_stream[strategy.experience.current_experience].dataset
-        return getattr(strategy, "sst_valid_dataset", None)
+        return validation_slice(strategy.experience, self.valid_stream, getattr(strategy, "sst_valid_dataset", None))
 
     def before_training_exp(self, strategy, **kwargs):
         model = strategy.model

@@ -32,7 +32,7 @@ from avalanche.training.templates import SupervisedTemplate
 from avalanche_sst.benchmarks.tensor_data import color_jitter
 from avalanche_sst.losses import aod_losses
 from avalanche_sst.metrics.logging import log_scalar
-from avalanche_sst.metrics.validation import accuracy
+from avalanche_sst.metrics.validation import accuracy, validation_data, validation_slice
 from avalanche_sst.models import require_scaling_factors
 from avalanche_sst.plugins.reinit import diverse_reinit_
 from avalanche_sst.sparsity import DEFAULT_TARGET_RATIO, validate_ratio, validate_reinit_margin
@@ -132,14 +132,11 @@ class AODStrategy(SupervisedTemplate):
         self.make_optimizer(**kwargs)
 
     def _validation_data(self):
-        if self.valid_stream is not None:
-            return self.valid_stream[self.experience.current_experience].dataset
-        data = getattr(self, "sst_valid_dataset", None)
-        if data is None:
+        given = getattr(self, "sst_valid_dataset", None)
+        if validation_slice(self.experience, self.valid_stream, given) is None:
             warnings.warn("AODStrategy has no validation slice; choosing the student on training data. "
                           "Pass valid_stream=benchmark.valid_stream (validation_fraction > 0).")
-            data = self.experience.dataset
-        return data
+        return validation_data(self.experience, self.valid_stream, given)
 
     def _after_training_exp(self, **kwargs):
         pair = self.model

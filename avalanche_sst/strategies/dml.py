@@ -37,7 +37,6 @@ student's momentum would belong to weights it no longer has.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Callable, Optional
 
 import torch
@@ -48,10 +47,9 @@ from avalanche.models import avalanche_forward
 from avalanche.models.dynamic_optimizers import update_optimizer
 from avalanche.training.templates import SupervisedTemplate
 
-from avalanche_sst.benchmarks.tensor_data import BatchCollate
 from avalanche_sst.losses import dml_loss
 from avalanche_sst.metrics.logging import log_scalar
-from avalanche_sst.metrics.validation import accuracy
+from avalanche_sst.metrics.validation import accuracy, validation_data
 
 __all__ = ["DMLStrategy", "fresh_init", "validation_data"]
 
@@ -68,36 +66,6 @@ def fresh_init(model: nn.Module) -> None:
         if callable(reset):
             reset()
     _init_weights(model)
-
-
-class _NoAugment(torch.utils.data.Dataset):
-    """``base`` with a batched-augmentation collate switched off."""
-
-    def __init__(self, base, collate_fn):
-        self.base = base
-        self.collate_fn = collate_fn
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        return self.base[i]
-
-
-def validation_data(experience, valid_stream=None):
-    """The data a step's model selection is made on.
-
-    ``valid_stream[experience.current_experience].dataset`` when a validation
-    stream is given; otherwise the experience's own training data, with the
-    batched augmentation switched off.
-    """
-    if valid_stream is not None:
-        return valid_stream[experience.current_experience].dataset
-    data = experience.dataset.eval()
-    collate = getattr(data, "collate_fn", None)
-    if isinstance(collate, BatchCollate) and collate.augment:
-        return _NoAugment(data, dataclasses.replace(collate, augment=False))
-    return data
 
 
 def _random_flip(x: Tensor) -> Tensor:

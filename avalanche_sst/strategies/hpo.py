@@ -45,7 +45,7 @@ from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy
-from avalanche_sst.strategies.dml import validation_data
+from avalanche_sst.metrics.validation import validation_data
 
 __all__ = ["DEFAULT_LRS", "HPOResult", "HPOStrategy", "hpo_search"]
 
