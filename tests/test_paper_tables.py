@@ -267,16 +267,25 @@ def test_report_shows_every_table_with_command_and_ordering(outputs, tmp_path):
     report_cli = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(report_cli)
     out = tmp_path / "results.md"
+    archive = tmp_path / "archive"
     assert report_cli.main(["--results", str(outputs["out"]), "--paper-numbers", str(PAPER_CSV),
-                            "--out", str(out)]) == 0
+                            "--out", str(out), "--archive", str(archive)]) == 0
     text = out.read_text()
+    # the archive holds the generated tables and run summaries, never checkpoints or event files
+    for tid in P.TABLES:
+        assert {f"{tid}.md", f"{tid}.csv", f"{tid}.json"} <= {f.name for f in (archive / tid).iterdir()}
+    assert (archive / "table2" / "sweep_model=resnet14-w4" / "runs.csv").exists()
+    assert (archive / "fig3" / "fig3.png").exists()
+    copied = [f for f in archive.rglob("*") if f.is_file()]
+    assert all(f.suffix in {".md", ".csv", ".json", ".png"} for f in copied)
+    assert not any("ckpt" in str(f) or "events" in f.name for f in copied)
     sections = text.split("\n## ")[1:]
     assert [s.split(":")[0] for s in sections] == list(P.TABLES)
     for tid, section in zip(P.TABLES, sections):
         seeds = list(SEEDS.get(tid, (0,)))
         assert f"`{P.default_command(tid, 'tiny', seeds, outputs['out'])}`" in section
         assert f"seeds {seeds}" in section
-        assert re.search(r"CPU time \d+ s", section)
+        assert re.search(r"wall time \d+ s on \d+ thread\(s\); process CPU time \d+ s", section)
         ordering = [l for l in section.splitlines() if l.startswith("Ordering: ")]
         assert len(ordering) == 1 and ordering[0].count(". ") == 0, ordering  # one sentence
         assert "The paper's ordering held" in ordering[0] or "no ordering is compared" in ordering[0]
@@ -342,6 +351,27 @@ def test_ordering_all_agree_ties_and_groups():
     assert (res.pairs, res.agree) == (2, 1)
     assert "r1: x vs y" in P.ordering_sentence(res)
     assert P.ordering_sentence(P.compare_orderings({"a": 1}, {"b": 2})).startswith("No pair")
+
+
+def test_ordering_separates_resolved_pairs_from_seed_noise():
+    # n = 4 seeds, std 1 -> se 0.5 each; a pair needs |diff| > 2 * sqrt(0.25 + 0.25) = 1.414
+    ours = {"a": (10.0, 1.0, 4), "b": (12.0, 1.0, 4), "c": (10.5, 1.0, 4)}
+    paper = {"a": 1.0, "b": 3.0, "c": 2.0}
+    spec = P.TABLES["table4"]
+    keys = [("Acc.(%)", c) for c in spec.columns]
+    ours = dict(zip(keys, ours.values()))
+    paper = dict(zip(keys, paper.values()))
+    res = P.compare_orderings({k: v[0] for k, v in ours.items()}, paper, se={k: 0.5 for k in keys})
+    # b > c (diff 1.5, resolved), b > a (2.0, resolved), c > a (0.5, not resolved)
+    assert (res.pairs, res.agree, res.agree_resolved, res.flipped_resolved) == (3, 3, 2, 0)
+    assert "2 of the 3 agreeing and 0 of the 0 flipped" in P.ordering_sentence(res)
+    # a flip of 0.5 is within noise; a flip of 3.0 is not
+    res = P.compare_orderings({"x": 10.0, "y": 10.5, "z": 13.0}, {"x": 3.0, "y": 2.0, "z": 1.0},
+                              se={"x": 0.5, "y": 0.5, "z": 0.5})
+    assert (res.agree, len(res.flipped), res.flipped_resolved) == (0, 3, 2)
+    # without a seed count there is no noise test
+    res, sentence = P.table_ordering(spec, {k: v[:2] for k, v in ours.items()}, [])
+    assert not res.with_se and "standard errors" not in sentence
 
 
 def test_table_ordering_uses_the_paper_numbers_of_the_table():

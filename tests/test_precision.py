@@ -136,7 +136,7 @@ def test_channels_last_plugin_with_aod_and_sst():
     with torch.no_grad():
         for f in scaling_factors(model):
             f.bn.weight.copy_(torch.linspace(0.05, 1.5, f.bn.weight.numel()))
-    aod = AODStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=16,
+    aod = AODStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=16,
                       train_epochs=1, evaluator=make_evaluator(), valid_stream=bm.valid_stream,
                       plugins=[ChannelsLastPlugin()])
     aod.train(bm.train_stream[1], eval_streams=[])
@@ -197,7 +197,7 @@ def test_autocast_with_aod_and_msl_gives_finite_float32_losses():
     with torch.no_grad():
         for f in scaling_factors(model):
             f.bn.weight.copy_(torch.linspace(0.05, 1.5, f.bn.weight.numel()))
-    aod = AODStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=16,
+    aod = AODStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=16,
                       train_epochs=1, evaluator=make_evaluator(), valid_stream=bm.valid_stream,
                       plugins=[AutocastPlugin()])
     aod.train(bm.train_stream[1], eval_streams=[])

@@ -170,7 +170,7 @@ def test_plugins_reject_models_without_batchnorm_after_conv():
     with pytest.raises(ValueError, match="BatchNorm2d"):
         SSTPlugin().before_training_exp(fake_strategy(plain))
     with pytest.raises(ValueError, match="BatchNorm2d"):
-        MultiStepSST(plain)
+        MultiStepSST(model=plain)
     strategy = fake_strategy(plain)
     strategy.clock.train_exp_counter = 1
     with pytest.raises(ValueError, match="BatchNorm2d"):
@@ -281,7 +281,7 @@ def test_aod_students_differ_after_reinit_both_train_and_the_better_is_chosen():
     # An SST output has spread-out |gamma| (a fresh model's are all 1, so eq. 4's range would be empty).
     n = sum(f.bn.weight.numel() for f in scaling_factors(model))
     set_gammas(model, torch.linspace(0.0, 1.5, n))
-    strategy = AODStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+    strategy = AODStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
                            train_mb_size=16, train_epochs=2, evaluator=make_evaluator(),
                            valid_stream=bm.valid_stream, seed=3)
     starts = []
@@ -315,7 +315,7 @@ def _multi_step(bm, **kwargs):
     args = dict(valid_stream=bm.valid_stream, epochs_scratch=1, epochs_sst=3, epochs_aod=1, train_mb_size=16,
                 eval_mb_size=64, evaluator=make_evaluator())
     args.update(kwargs)
-    return MultiStepSST(model, **args)
+    return MultiStepSST(model=model, **args)
 
 
 def _phases(strategy):
@@ -348,11 +348,11 @@ def test_multi_step_ablation_switches_change_the_phases():
 
 def test_multi_step_input_errors():
     with pytest.raises(ValueError, match="margin"):
-        MultiStepSST(tiny_model(), target_ratio=0.5, margins=(0.1, 0.3))
+        MultiStepSST(model=tiny_model(), target_ratio=0.5, margins=(0.1, 0.3))
     with pytest.raises(ValueError, match="new_data"):
-        MultiStepSST(tiny_model(), new_data="lwf")
+        MultiStepSST(model=tiny_model(), new_data="lwf")
     with pytest.raises(ValueError, match="target_ratio"):
-        MultiStepSST(tiny_model(), target_ratio=1.0)
+        MultiStepSST(model=tiny_model(), target_ratio=1.0)
 
 
 def test_non_finite_loss_names_phase_and_epoch():
@@ -375,7 +375,7 @@ def test_finite_loss_guard_names_the_bad_term():
 def test_aod_without_validation_slice_selects_on_unaugmented_training_data():
     bm = tiny_benchmark(parts=(1, 1))
     model = tiny_model()
-    strategy = AODStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=16,
+    strategy = AODStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=16,
                            evaluator=make_evaluator())
     strategy.experience = bm.train_stream[1]
     assert bm.train_stream[1].dataset.collate_fn.augment  # the training data itself augments
@@ -383,3 +383,24 @@ def test_aod_without_validation_slice_selects_on_unaugmented_training_data():
         data = strategy._validation_data()
     assert len(data) == len(bm.train_stream[1].dataset)
     assert data.collate_fn.augment is False
+
+
+def test_aod_rebuilds_its_single_group_on_the_student_pair_and_refuses_several_groups():
+    bm = tiny_benchmark(parts=(1, 1))
+    model = tiny_model()
+    strategy = AODStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                           train_mb_size=16, train_epochs=1, evaluator=make_evaluator(), reinit=False,
+                           valid_stream=bm.valid_stream)
+    strategy.train(bm.train_stream[1], eval_streams=[])
+    # The optimizer ended on the pair's parameters: both students, nothing of the original model.
+    group = strategy.optimizer.param_groups[0]["params"]
+    assert len(group) == 2 * len(list(model.parameters()))
+    assert {id(p) for p in group}.isdisjoint(id(p) for p in model.parameters())
+
+    bn = [p for n, p in model.named_parameters() if "bn" in n]
+    rest = [p for n, p in model.named_parameters() if "bn" not in n]
+    two_groups = torch.optim.SGD([{"params": bn}, {"params": rest}], lr=0.05)
+    strategy = AODStrategy(model=model, optimizer=two_groups, train_mb_size=16, evaluator=make_evaluator(),
+                           reinit=False, valid_stream=bm.valid_stream)
+    with pytest.raises(ValueError, match="one parameter group"):
+        strategy.train(bm.train_stream[1], eval_streams=[])

@@ -6,9 +6,10 @@ variant (``avalanche_sst.experiments.methods.get_method`` names, e.g.
 paper's row/column layout, and which ``Preset`` fields a cell changes (e.g.
 the model, for Table 2). Each entry has three presets:
 
-* ``cpu``: Fashion-MNIST on 2 CPU cores, sized to finish in under an hour at
-  3 seeds (the estimate of each is in a comment, from
-  :func:`estimate_cpu_seconds`);
+* ``cpu``: Fashion-MNIST on 2 CPU cores at 3 seeds, sized so that all nine
+  entries run in about two hours as two one-thread processes side by side
+  (``paper_tables.py --list`` prints :func:`estimate_cpu_seconds`, 13-19 min
+  each; docs/results.md has the measured times);
 * ``paper``: the paper's dataset, model, batch size, weight decay and epochs
   (CIFAR-100: batch 256, wd 5e-4, 300 epochs; Tiny-ImageNet: batch 64, wd
   1e-4, 90 epochs), for a GPU and data this machine may lack;
@@ -35,7 +36,9 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import re
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -224,8 +227,7 @@ def _register(spec: TableSpec) -> TableSpec:
     return spec
 
 
-# Table 1 cpu: 9 single-step sst variants; f = 0.27 -> 7290 samples per part; per run
-# n(4 scratch + 9 SST) + 4 x 2 AOD epochs x n -> estimate_cpu_seconds: 2404 s (40 min) at 3 seeds.
+# Table 1 cpu: 9 single-step sst variants, f = 0.08 (2160 samples per part).
 _register(TableSpec(
     id="table1",
     title="Top-1 accuracy (%) according to Target_r and E_cut (single-step, new data)",
@@ -236,7 +238,7 @@ _register(TableSpec(
     columns=tuple(label for label, _ in CUTS),
     cells=tuple(Cell(str(t), label, f"sst:target_ratio={t},cut_fraction={frac!r}", 2)
                 for t in TARGETS for label, frac in CUTS),
-    presets=_presets("table1", _cpu(ratios=SINGLE, train_fraction=0.27), _tiny_imagenet(ratios=SINGLE),
+    presets=_presets("table1", _cpu(ratios=SINGLE, train_fraction=0.08), _tiny_imagenet(ratios=SINGLE),
                      _tiny(ratios=SINGLE)),
     paper_setting="Tiny-ImageNet ResNet50 single-step",
     paper_source="Table 1",
@@ -248,8 +250,7 @@ _T2_MODELS = (
     ("ResNet50", {"cpu": "resnet14", "paper": "resnet50", "tiny": "resnet14-w4"}),
     ("ResNet101", {"cpu": "resnet20", "paper": "resnet101", "tiny": "resnet20-w4"}),
 )
-# Table 2 cpu: 3 Target_r x ResNet-8/14/20 (cost 1x/2x/3x: 7/13/19 conv layers), f = 0.13
-# -> 2419 s (40 min) at 3 seeds.
+# Table 2 cpu: 3 Target_r x ResNet-8/14/20 (cost 1x/2x/3x: 7/13/19 conv layers), f = 0.045.
 _register(TableSpec(
     id="table2",
     title="Top-1 accuracy (%) according to Target_r on various networks (single-step, new data)",
@@ -259,7 +260,7 @@ _register(TableSpec(
     columns=tuple(str(t) for t in TARGETS),
     cells=tuple(Cell(label, str(t), f"sst:target_ratio={t}", 2, (("model", models),))
                 for label, models in _T2_MODELS for t in TARGETS),
-    presets=_presets("table2", _cpu(ratios=SINGLE, train_fraction=0.13), _tiny_imagenet(ratios=SINGLE),
+    presets=_presets("table2", _cpu(ratios=SINGLE, train_fraction=0.045), _tiny_imagenet(ratios=SINGLE),
                      _tiny(ratios=SINGLE)),
     paper_setting="Tiny-ImageNet single-step",
     paper_source="Table 2",
@@ -267,7 +268,7 @@ _register(TableSpec(
            "(CPU: ResNet-8/14/20 for ResNet34/50/101, in order of depth).",),
 ))
 
-# Table 3 cpu: 4 single-step sst variants, f = 0.6 -> 2320 s (39 min) at 3 seeds.
+# Table 3 cpu: 4 single-step sst variants, f = 0.17.
 _register(TableSpec(
     id="table3",
     title="Top-1 accuracy (%) according to the loss functions in AOD (single-step, new data)",
@@ -281,15 +282,14 @@ _register(TableSpec(
         ("Adaptive L_KD", "sst:use_cr=False"),
         ("Adaptive L_KD + L_CR", "sst"),
     ), 2),
-    presets=_presets("table3", _cpu(ratios=SINGLE, train_fraction=0.6), _cifar(ratios=SINGLE, model="resnet110"),
+    presets=_presets("table3", _cpu(ratios=SINGLE, train_fraction=0.17), _cifar(ratios=SINGLE, model="resnet110"),
                      _tiny(ratios=SINGLE)),
     paper_setting="CIFAR-100 ResNet110 single-step",
     paper_source="Table 3",
     gain="row",
 ))
 
-# Table 4 cpu: 3 single-step sst variants ('w/ FT' costs 1/4 of AOD in step 2), f = 0.9
-# -> 2348 s (39 min) at 3 seeds.
+# Table 4 cpu: 3 single-step sst variants ('w/ FT' costs 1/4 of AOD in step 2), f = 0.25.
 _register(TableSpec(
     id="table4",
     title="Top-1 accuracy (%) with and without diverse re-initialization (Dri) and AOD after SST",
@@ -302,7 +302,7 @@ _register(TableSpec(
         ("w/ AOD", "sst:reinit=False"),
         ("w/ AOD&Dri", "sst"),
     ), 2),
-    presets=_presets("table4", _cpu(ratios=SINGLE, train_fraction=0.9), _tiny_imagenet(ratios=SINGLE),
+    presets=_presets("table4", _cpu(ratios=SINGLE, train_fraction=0.25), _tiny_imagenet(ratios=SINGLE),
                      _tiny(ratios=SINGLE)),
     paper_setting="Tiny-ImageNet ResNet50 single-step",
     paper_source="Table 4",
@@ -311,7 +311,7 @@ _register(TableSpec(
            "(margin 0.1) and fine-tuned; 'w/ AOD' uses margin 0.1 for both students.",),
 ))
 
-# Table 5 cpu: 2 multi-step sst variants, f = 0.8 (10800 samples per part) -> 2340 s (39 min) at 3 seeds.
+# Table 5 cpu: 2 multi-step sst variants, f = 0.22 (2970 samples per part).
 _register(TableSpec(
     id="table5",
     title="Top-1 accuracy (%) with a fixed or an updated teacher in MSL (multi-step)",
@@ -321,14 +321,14 @@ _register(TableSpec(
     columns=("Fixed teacher network", "Teacher network update"),
     cells=_step_rows((("Fixed teacher network", "sst:update_teacher=False"),
                       ("Teacher network update", "sst")), 4),
-    presets=_presets("table5", _cpu(ratios=MULTI, train_fraction=0.8), _tiny_imagenet(ratios=MULTI),
+    presets=_presets("table5", _cpu(ratios=MULTI, train_fraction=0.22), _tiny_imagenet(ratios=MULTI),
                      _tiny(ratios=MULTI)),
     paper_setting="Tiny-ImageNet ResNet50 multi-step",
     paper_source="Table 5",
     gain="col",
 ))
 
-# Table 6 cpu: 4 multi-step variants, f = 0.4 -> 2230 s (37 min) at 3 seeds.
+# Table 6 cpu: 4 multi-step variants, f = 0.11.
 _register(TableSpec(
     id="table6",
     title="Top-1 accuracy (%) with and without MSL in BST and SST (multi-step)",
@@ -338,13 +338,13 @@ _register(TableSpec(
     columns=("BST w/o MSL", "BST w/ MSL", "SST w/o MSL", "SST w/ MSL"),
     cells=_step_rows((("BST w/o MSL", "sst:sparsity=bst,use_msl=False"), ("BST w/ MSL", "sst:sparsity=bst"),
                       ("SST w/o MSL", "sst:use_msl=False"), ("SST w/ MSL", "sst")), 4),
-    presets=_presets("table6", _cpu(ratios=MULTI, train_fraction=0.4), _tiny_imagenet(ratios=MULTI),
+    presets=_presets("table6", _cpu(ratios=MULTI, train_fraction=0.11), _tiny_imagenet(ratios=MULTI),
                      _tiny(ratios=MULTI)),
     paper_setting="Tiny-ImageNet ResNet50 multi-step",
     paper_source="Table 6",
 ))
 
-# Table 7 single-step cpu: 8 methods (HPO = 4 lr candidates), f = 0.6 -> 2192 s (37 min) at 3 seeds.
+# Table 7 single-step cpu: 8 methods (HPO = 4 lr candidates), f = 0.17.
 _register(TableSpec(
     id="table7_single",
     title="Top-1 accuracy (%) in single-step training: previous (after step 1) and new (after step 2)",
@@ -354,14 +354,14 @@ _register(TableSpec(
     columns=tuple(label for label, _ in T7_METHODS),
     cells=tuple(Cell(row, col, method, step) for row, step in (("Previous", 1), ("New", 2))
                 for col, method in T7_METHODS),
-    presets=_presets("table7_single", _cpu(ratios=SINGLE, train_fraction=0.6),
+    presets=_presets("table7_single", _cpu(ratios=SINGLE, train_fraction=0.17),
                      _cifar(ratios=SINGLE, model="resnet110"), _tiny(ratios=SINGLE)),
     paper_setting="CIFAR-100 ResNet110 single-step",
     paper_source="Table 7",
     notes=("LwF, EWC and Cumulative (upper bound) are Avalanche's and not in the paper.",),
 ))
 
-# Table 7 multi-step cpu: 8 methods x 4 steps, f = 0.5 -> 2250 s (38 min) at 3 seeds.
+# Table 7 multi-step cpu: 8 methods x 4 steps, f = 0.14.
 _register(TableSpec(
     id="table7_multi",
     title="Top-1 accuracy (%) in multi-step training (1:1:1:1), after each step",
@@ -370,7 +370,7 @@ _register(TableSpec(
     rows=tuple(f"Data{k}" for k in range(1, 5)),
     columns=tuple(label for label, _ in T7_METHODS),
     cells=_step_rows(T7_METHODS, 4, row_fmt="Data{k}"),
-    presets=_presets("table7_multi", _cpu(ratios=MULTI, train_fraction=0.5),
+    presets=_presets("table7_multi", _cpu(ratios=MULTI, train_fraction=0.14),
                      _cifar(ratios=MULTI, model="resnet110"), _tiny(ratios=MULTI)),
     paper_setting="CIFAR-100 ResNet110 multi-step",
     paper_source="Table 7",
@@ -379,8 +379,8 @@ _register(TableSpec(
 
 FIG3_ROWS = ("Pre-trained", "BST", "SST")
 FIG3_COLS = ("Top-1 (%)", "mean abs(gamma) (all)", "mean abs(gamma) (non-useless)", "abs(gamma) <= zero_tol (%)")
-# Fig. 3 cpu: pre-training on part 1 (f = 1.0: 27000 samples, 4 epochs), then a BST and an SST
-# phase of 9 epochs each from it -> 1007 s (17 min) at 3 seeds.
+# Fig. 3 cpu: pre-training on part 1 (f = 0.3: 8100 samples, 4 epochs), then a BST and an SST
+# phase of 9 epochs each from it.
 _register(TableSpec(
     id="fig3",
     title="Filter scaling factors |gamma| of the pre-trained, BST and SST networks",
@@ -391,7 +391,7 @@ _register(TableSpec(
     columns=FIG3_COLS,
     cells=(),
     decimals=((FIG3_COLS[1], 4), (FIG3_COLS[2], 4)),
-    presets=_presets("fig3", _cpu(ratios=SINGLE, train_fraction=1.0), _tiny_imagenet(ratios=SINGLE),
+    presets=_presets("fig3", _cpu(ratios=SINGLE, train_fraction=0.3), _tiny_imagenet(ratios=SINGLE),
                      _tiny(ratios=SINGLE, sst_epochs=3)),  # SP_r < 1 from the second epoch: SST != BST
     paper_setting="Tiny-ImageNet ResNet50",
     paper_source="Fig. 3",
@@ -542,7 +542,7 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
         from avalanche_sst.experiments.sweep import load_dataset
 
         data = load_dataset(preset.dataset, preset.data_root)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if spec.kind == "fig3":
         cells, sweeps, models = _run_fig3(spec, preset, out_dir, data, log)
     else:
@@ -553,6 +553,8 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
         "ratios": list(preset.ratios), "train_fraction": preset.train_fraction,
         "paper_setting": spec.paper_setting, "sweeps": sweeps,
         "wall_seconds": round(time.perf_counter() - t0, 1),
+        # all threads of this process; a resumed table counts only its last invocation
+        "cpu_seconds": round(time.process_time() - c0, 1), "threads": torch.get_num_threads(),
     }
     paths = write_table(spec, cells, meta, out_dir)
     return {**paths, "dir": out_dir, "cells": cells}
@@ -883,18 +885,29 @@ class Ordering:
     flipped: list = field(default_factory=list)  # (hi, lo, paper_hi, paper_lo, ours_hi, ours_lo)
     tied: list = field(default_factory=list)  # ours equal where the paper orders them
     best_paper: list = field(default_factory=list)  # per group: (paper's best, our best)
+    # With standard errors: pairs whose difference exceeds RESOLVED_SE standard errors of the difference.
+    with_se: bool = False
+    agree_resolved: int = 0
+    flipped_resolved: int = 0
 
 
-def compare_orderings(ours: Mapping, paper: Mapping, groups: Optional[Sequence[Sequence]] = None) -> Ordering:
+#: A difference of means counts as resolved beyond seed noise above this many standard errors.
+RESOLVED_SE = 2.0
+
+
+def compare_orderings(ours: Mapping, paper: Mapping, groups: Optional[Sequence[Sequence]] = None,
+                      se: Optional[Mapping] = None) -> Ordering:
     """Compare the ranking of ``ours`` and ``paper`` (key -> value) within each group of keys.
 
     For every pair of keys in a group that both have values and that the paper
     orders strictly (equal paper values are skipped), the pair agrees when ours
     orders it the same way; otherwise it is flipped (or tied when our values
-    are equal). ``groups`` defaults to one group of all keys.
+    are equal). ``groups`` defaults to one group of all keys. With ``se``
+    (key -> standard error of our mean), a pair also counts as resolved when
+    |ours_a - ours_b| > RESOLVED_SE * sqrt(se_a^2 + se_b^2).
     """
     groups = [list(ours)] if groups is None else [list(g) for g in groups]
-    res = Ordering()
+    res = Ordering(with_se=se is not None)
     for group in groups:
         keys = [k for k in group if k in ours and k in paper]
         for i, a in enumerate(keys):
@@ -903,12 +916,15 @@ def compare_orderings(ours: Mapping, paper: Mapping, groups: Optional[Sequence[S
                     continue
                 hi, lo = (a, b) if paper[a] > paper[b] else (b, a)
                 res.pairs += 1
+                resolved = se is not None and abs(ours[hi] - ours[lo]) > RESOLVED_SE * math.hypot(se[hi], se[lo])
                 if ours[hi] > ours[lo]:
                     res.agree += 1
+                    res.agree_resolved += resolved
                 elif ours[hi] == ours[lo]:
                     res.tied.append((hi, lo, paper[hi], paper[lo], ours[hi], ours[lo]))
                 else:
                     res.flipped.append((hi, lo, paper[hi], paper[lo], ours[hi], ours[lo]))
+                    res.flipped_resolved += resolved
         if keys and len({paper[k] for k in keys}) > 1:
             best_p = max(keys, key=lambda k: paper[k])
             best_o = max(keys, key=lambda k: ours[k])
@@ -937,6 +953,10 @@ def ordering_sentence(res: Ordering, max_listed: int = 4, paper_values: bool = T
     best_same = sum(p == o for p, o in res.best_paper)
     best = (f"; the paper's best cell is also our (strictly) best in {best_same} of {len(res.best_paper)} "
             f"group(s)" if res.best_paper else "")
+    if res.with_se:
+        best += (f"; beyond seed noise (difference > {RESOLVED_SE:g} standard errors): "
+                 f"{res.agree_resolved} of the {res.agree} agreeing and {res.flipped_resolved} of the "
+                 f"{len(res.flipped)} flipped pair(s)")
     if res.agree == res.pairs:
         return f"The paper's ordering held: all {res.pairs} compared pair(s) are in the same order{best}."
 
@@ -960,8 +980,19 @@ def order_groups(spec: TableSpec, keys: Iterable[tuple[str, str]]) -> list[list[
     return [[k for k in keys if k[0] == row] for row in spec.rows]
 
 
-def table_ordering(spec: TableSpec, ours: Mapping, numbers: Iterable[PaperNumber]) -> tuple[Ordering, str]:
-    """The ordering comparison of one table: our cells vs the paper's numbers (or stated claims)."""
+def table_ordering(spec: TableSpec, ours: Mapping, numbers: Iterable[PaperNumber],
+                   n_seeds: Optional[int] = None) -> tuple[Ordering, str]:
+    """The ordering comparison of one table: our cells vs the paper's numbers (or stated claims).
+
+    ``ours`` maps cells to means or to ``(mean, std[, n])``; with the seed count (``n`` or
+    ``n_seeds``, at least 2) each pair is also tested against seed noise (:func:`compare_orderings`).
+    """
+    se = {}
+    for k, v in ours.items():
+        n = v[2] if isinstance(v, tuple) and len(v) > 2 else n_seeds
+        if isinstance(v, tuple) and len(v) > 1 and n and n > 1:
+            se[k] = v[1] / math.sqrt(n)
+    se = se if len(se) == len(ours) else None
     ours = {k: (v[0] if isinstance(v, tuple) else float(v)) for k, v in ours.items()}  # means
     if spec.paper_claims:
         paper, ours_sub, groups = {}, {}, []
@@ -971,12 +1002,12 @@ def table_ordering(spec: TableSpec, ours: Mapping, numbers: Iterable[PaperNumber
         for k in paper:
             if k in ours:
                 ours_sub[k] = ours[k]
-        res = compare_orderings(ours_sub, paper, groups)
+        res = compare_orderings(ours_sub, paper, groups, se)
         return res, ordering_sentence(res, paper_values=False)
     pc = paper_cells(numbers, spec)
     paper = {k: v.value for k, v in pc.items()}
     ours_acc = {k: v for k, v in ours.items() if k[0] in spec.rows and k[1] in spec.columns}
-    res = compare_orderings(ours_acc, paper, order_groups(spec, ours_acc))
+    res = compare_orderings(ours_acc, paper, order_groups(spec, ours_acc), se)
     return res, ordering_sentence(res)
 
 
@@ -1007,6 +1038,43 @@ def cpu_seconds(table_dir: Path) -> float:
     for path in sorted(Path(table_dir).rglob("runs.csv")):
         total += sum({(r["method"], r["seed"]): r["seconds"] for r in read_runs_csv(path)}.values())
     return total
+
+
+def _time_text(meta: Mapping, table_dir: Path) -> str:
+    """The table's time: its command's wall clock and process CPU time when recorded, else the runs' sum."""
+    parts = []
+    if "wall_seconds" in meta:
+        threads = meta.get("threads")
+        parts.append(f"wall time {meta['wall_seconds']:.0f} s" + (f" on {threads} thread(s)" if threads else ""))
+    if "cpu_seconds" in meta:
+        parts.append(f"process CPU time {meta['cpu_seconds']:.0f} s")
+    runs = cpu_seconds(table_dir)
+    if runs:
+        parts.append(f"sum of the runs' own seconds {runs:.0f} s")
+    return "; ".join(parts) or "time not recorded"
+
+
+def archive_tables(results_root: str | Path, dest: str | Path) -> list[Path]:
+    """Copy each finished table's generated files (not its checkpoints or TensorBoard logs) to ``dest``.
+
+    Per table: ``<table>.md/.csv/.json`` and figures; per sweep: its ``table.*``, ``runs.csv``,
+    ``preset.json`` and ``accuracy.png``. Returns the copied paths.
+    """
+    results_root, dest = Path(results_root), Path(dest)
+    keep_sweep = {"table.md", "table.csv", "runs.csv", "preset.json", "accuracy.png"}
+    copied = []
+    for table_id in TABLES:
+        src = results_root / table_id
+        if not (src / f"{table_id}.csv").exists():
+            continue
+        files = [f for f in src.iterdir() if f.is_file() and f.suffix in {".md", ".csv", ".json", ".png"}]
+        files += [f for d in sorted(src.glob("sweep*")) if d.is_dir() for f in d.iterdir() if f.name in keep_sweep]
+        for f in sorted(files):
+            target = dest / f.relative_to(results_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+            copied.append(target)
+    return copied
 
 
 def _csv_markdown(path: Path) -> str:
@@ -1072,10 +1140,9 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
         else:
             claims = "; ".join(q for _, _, q in spec.paper_claims)
             lines += [f"Paper ({spec.paper_source}, {spec.paper_setting}): no numbers given. {claims}.", ""]
-        _, sentence = table_ordering(spec, ours, numbers)
+        _, sentence = table_ordering(spec, ours, numbers, n_seeds=len(meta.get("seeds", ())))
         lines += [
-            f"Command: `{meta.get('command', '?')}`; seeds {meta.get('seeds', '?')}; "
-            f"CPU time {cpu_seconds(csv_path.parent):.0f} s (sum of the runs' seconds).",
+            f"Command: `{meta.get('command', '?')}`; seeds {meta.get('seeds', '?')}; {_time_text(meta, csv_path.parent)}.",
             "",
             f"Ordering: {sentence}",
             "",

@@ -28,10 +28,14 @@ class FiniteLossGuard(SupervisedPlugin):
         if torch.isfinite(loss).all():
             return
         terms = getattr(strategy, "loss_terms", {}) or {}
-        bad = [k for k, v in terms.items() if not math.isfinite(float(v))] or ["loss"]
+        bad = [k for k, v in terms.items() if not math.isfinite(_value(v))] or ["loss"]
         raise NonFiniteLossError(
             f"non-finite loss in phase '{self.phase}', experience {strategy.clock.train_exp_counter}, "
             f"epoch {strategy.clock.train_exp_epochs}: term(s) {', '.join(bad)} = "
-            f"{', '.join(str(float(terms.get(k, loss))) for k in bad)}. The last finished step's "
+            f"{', '.join(str(_value(terms.get(k, loss))) for k in bad)}. The last finished step's "
             "checkpoint is kept; lower the learning rate or lambda and rerun to resume."
         )
+
+
+def _value(x) -> float:
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import defaultdict
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 from avalanche.benchmarks.scenarios.generic_scenario import CLExperience
-from avalanche.models.dynamic_optimizers import reset_optimizer
 from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_sst.benchmarks.tensor_data import color_jitter
@@ -71,7 +71,7 @@ class AODStrategy(SupervisedTemplate):
     :param eval_students: ``eval`` also logs both students' accuracy.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, criterion=None, *,
+    def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, criterion=None,
                  alpha: float = 0.5, target_ratio: float = DEFAULT_TARGET_RATIO,
                  margins: tuple[float, float] = (0.1, 0.2), reinit: bool = True, adaptive: bool = True,
                  use_kd: bool = True, use_cr: bool = True, brightness: float = 0.4, contrast: float = 0.4,
@@ -123,9 +123,14 @@ class AODStrategy(SupervisedTemplate):
         super()._before_training_exp(**kwargs)
 
     def make_optimizer(self, **kwargs):
-        # The model is a new StudentPair every experience: rebuild the groups.
-        reset_optimizer(self.optimizer, self.model)
-        self.optimized_param_id = {n: p for n, p in self.model.named_parameters()}
+        # The model is a new StudentPair every experience: point the single group at its
+        # parameters and drop the old state. (Avalanche's reset_optimizer did this; it is deprecated.)
+        if len(self.optimizer.param_groups) != 1:
+            raise ValueError("AODStrategy needs an optimizer with one parameter group, got "
+                             f"{len(self.optimizer.param_groups)}; build it as SGD(model.parameters(), ...)")
+        self.optimizer.state = defaultdict(dict)
+        self.optimized_param_id = dict(self.model.named_parameters())
+        self.optimizer.param_groups[0]["params"] = list(self.optimized_param_id.values())
 
     def check_model_and_optimizer(self, **kwargs):
         self.model = self.model_adaptation()

@@ -96,7 +96,7 @@ class MultiStepSST(SupervisedTemplate):
         weights; no distillation term; no consistency term.
     """
 
-    def __init__(self, model: nn.Module, *, valid_stream=None, num_experiences: Optional[int] = None,
+    def __init__(self, *, model: nn.Module, valid_stream=None, num_experiences: Optional[int] = None,
                  epochs_scratch: int = 10, epochs_sst: int = 5, epochs_aod: int = 5,
                  lr_scratch: float = 0.1, lr_sst: float = 0.1, lr_aod: float = 0.001,
                  momentum: float = 0.9, weight_decay: float = 5e-4,
