@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import statistics
 from collections import defaultdict
@@ -353,25 +354,43 @@ def test_ordering_all_agree_ties_and_groups():
     assert P.ordering_sentence(P.compare_orderings({"a": 1}, {"b": 2})).startswith("No pair")
 
 
-def test_ordering_separates_resolved_pairs_from_seed_noise():
-    # n = 4 seeds, std 1 -> se 0.5 each; a pair needs |diff| > 2 * sqrt(0.25 + 0.25) = 1.414
-    ours = {"a": (10.0, 1.0, 4), "b": (12.0, 1.0, 4), "c": (10.5, 1.0, 4)}
-    paper = {"a": 1.0, "b": 3.0, "c": 2.0}
-    spec = P.TABLES["table4"]
-    keys = [("Acc.(%)", c) for c in spec.columns]
-    ours = dict(zip(keys, ours.values()))
-    paper = dict(zip(keys, paper.values()))
-    res = P.compare_orderings({k: v[0] for k, v in ours.items()}, paper, se={k: 0.5 for k in keys})
-    # b > c (diff 1.5, resolved), b > a (2.0, resolved), c > a (0.5, not resolved)
-    assert (res.pairs, res.agree, res.agree_resolved, res.flipped_resolved) == (3, 3, 2, 0)
-    assert "2 of the 3 agreeing and 0 of the 0 flipped" in P.ordering_sentence(res)
-    # a flip of 0.5 is within noise; a flip of 3.0 is not
-    res = P.compare_orderings({"x": 10.0, "y": 10.5, "z": 13.0}, {"x": 3.0, "y": 2.0, "z": 1.0},
-                              se={"x": 0.5, "y": 0.5, "z": 0.5})
-    assert (res.agree, len(res.flipped), res.flipped_resolved) == (0, 3, 2)
-    # without a seed count there is no noise test
-    res, sentence = P.table_ordering(spec, {k: v[:2] for k, v in ours.items()}, [])
-    assert not res.with_se and "standard errors" not in sentence
+def test_seed_test_pairs_cells_that_share_seeds():
+    # b - a per seed = 1, 1.5, 1: mean 7/6, sd 0.2887, se 1/6 -> t = 7 on 2 df; p = 1 - t / sqrt(2 + t^2)
+    a, b = {0: 10.0, 1: 11.0, 2: 12.0}, {0: 11.0, 1: 12.5, 2: 13.0}
+    stats = {"a": (11.0, 1.0, 3), "b": (P.mean_std(list(b.values()))[0], P.mean_std(list(b.values()))[1], 3)}
+    paired = P.seed_test(stats, {"a": a, "b": b})
+    assert paired("b", "a") == pytest.approx(1 - 7 / math.sqrt(51), rel=1e-6)  # 0.0198
+    # the same means and spreads without the pairing (Welch): t = 1.40, not significant
+    welch = P.seed_test(stats)
+    assert welch("b", "a") > 0.2
+    res = P.compare_orderings({"a": 11.0, "b": stats["b"][0]}, {"a": 1.0, "b": 2.0}, p_value=paired)
+    assert (res.agree, res.agree_significant) == (1, 1)
+    assert "significant at 0.05 over the seeds: 1 of the 1 agreeing and 0 of the 0 flipped" in P.ordering_sentence(res)
+    res = P.compare_orderings({"a": 11.0, "b": stats["b"][0]}, {"a": 1.0, "b": 2.0}, p_value=welch)
+    assert (res.agree, res.agree_significant) == (1, 0)
+    # identical runs (Table 6's shared step 1) are never significant; a flip can be
+    same = P.seed_test({"x": (5.0, 1.0, 3), "y": (5.0, 1.0, 3)}, {"x": a, "y": dict(a)})
+    assert math.isnan(same("x", "y"))
+    res = P.compare_orderings({"a": 11.0, "b": stats["b"][0]}, {"a": 2.0, "b": 1.0}, p_value=paired)
+    assert (len(res.flipped), res.flipped_significant) == (1, 1)
+    # one seed, or means without spreads: no test
+    assert P.seed_test({"a": (1.0, 0.0, 1), "b": (2.0, 0.0, 1)}) is None
+    assert P.seed_test({"a": 1.0, "b": 2.0}) is None
+
+
+def test_report_reads_each_cells_seeds_back_from_the_runs(outputs):
+    spec = P.TABLES["table6"]
+    per_seed = P.seed_values(spec, outputs["out"] / "table6", "tiny")
+    assert set(per_seed) == {(c.row, c.col) for c in spec.cells}
+    rows = P.read_runs_csv(outputs["out"] / "table6" / "sweep" / "runs.csv")
+    top1 = {(r["method"], r["seed"], r["step"]): 100 * r["top1"] for r in rows}
+    for c in spec.cells:
+        assert per_seed[c.row, c.col] == {s: top1[c.method, s, c.step] for s in SEEDS.get("table6", (0,))}
+    cells = P.our_cells(spec, outputs["out"] / "table6")
+    for key, values in per_seed.items():
+        assert cells[key][0] == pytest.approx(sum(values.values()) / len(values))
+    fig = P.seed_values(P.TABLES["fig3"], outputs["out"] / "fig3", "tiny")
+    assert set(fig) == {(r, c) for r in P.FIG3_ROWS for c in P.FIG3_COLS}
 
 
 def test_table_ordering_uses_the_paper_numbers_of_the_table():
@@ -436,3 +455,14 @@ def test_paper_numbers_appear_in_the_paper_text():
         assert f"{n.value:.2f}" in numbers_in_text, n
         if n.std is not None:
             assert f"{n.std:.2f}" in numbers_in_text, n
+
+
+def test_ordering_lists_the_most_certain_flips_first():
+    ours = {"a": 1.0, "b": 2.0, "c": 3.0}
+    paper = {"a": 3.0, "b": 2.0, "c": 1.0}  # all three pairs flipped
+    p = {("a", "b"): 0.3, ("a", "c"): 0.001, ("b", "c"): float("nan")}
+    res = P.compare_orderings(ours, paper, p_value=lambda hi, lo: p[hi, lo])
+    sentence = P.ordering_sentence(res, max_listed=2)
+    assert res.flipped_significant == 1
+    assert sentence.index("a vs c") < sentence.index("a vs b") and "b vs c" not in sentence
+    assert "p = 0.001" in sentence and "p = 0.3" in sentence and "and 1 more" in sentence

@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import math
 import re
 import shutil
 import statistics
@@ -882,32 +881,32 @@ def paper_cells(numbers: Iterable[PaperNumber], spec: TableSpec) -> dict[tuple[s
 class Ordering:
     pairs: int = 0  # pairs compared (the paper orders them strictly)
     agree: int = 0
-    flipped: list = field(default_factory=list)  # (hi, lo, paper_hi, paper_lo, ours_hi, ours_lo)
+    flipped: list = field(default_factory=list)  # (hi, lo, paper_hi, paper_lo, ours_hi, ours_lo, p or None)
     tied: list = field(default_factory=list)  # ours equal where the paper orders them
     best_paper: list = field(default_factory=list)  # per group: (paper's best, our best)
-    # With standard errors: pairs whose difference exceeds RESOLVED_SE standard errors of the difference.
-    with_se: bool = False
-    agree_resolved: int = 0
-    flipped_resolved: int = 0
+    # With a significance test: pairs whose difference of our means is significant at ALPHA.
+    with_test: bool = False
+    agree_significant: int = 0
+    flipped_significant: int = 0
 
 
-#: A difference of means counts as resolved beyond seed noise above this many standard errors.
-RESOLVED_SE = 2.0
+#: Two-sided level at which a difference of our means counts as beyond seed noise.
+ALPHA = 0.05
 
 
 def compare_orderings(ours: Mapping, paper: Mapping, groups: Optional[Sequence[Sequence]] = None,
-                      se: Optional[Mapping] = None) -> Ordering:
+                      p_value: Optional[Callable[[object, object], float]] = None) -> Ordering:
     """Compare the ranking of ``ours`` and ``paper`` (key -> value) within each group of keys.
 
     For every pair of keys in a group that both have values and that the paper
     orders strictly (equal paper values are skipped), the pair agrees when ours
     orders it the same way; otherwise it is flipped (or tied when our values
-    are equal). ``groups`` defaults to one group of all keys. With ``se``
-    (key -> standard error of our mean), a pair also counts as resolved when
-    |ours_a - ours_b| > RESOLVED_SE * sqrt(se_a^2 + se_b^2).
+    are equal). ``groups`` defaults to one group of all keys. With ``p_value``
+    (two keys -> p-value of the difference of our means, e.g. from
+    :func:`seed_test`), a pair also counts as significant when p < ALPHA.
     """
     groups = [list(ours)] if groups is None else [list(g) for g in groups]
-    res = Ordering(with_se=se is not None)
+    res = Ordering(with_test=p_value is not None)
     for group in groups:
         keys = [k for k in group if k in ours and k in paper]
         for i, a in enumerate(keys):
@@ -916,15 +915,16 @@ def compare_orderings(ours: Mapping, paper: Mapping, groups: Optional[Sequence[S
                     continue
                 hi, lo = (a, b) if paper[a] > paper[b] else (b, a)
                 res.pairs += 1
-                resolved = se is not None and abs(ours[hi] - ours[lo]) > RESOLVED_SE * math.hypot(se[hi], se[lo])
+                p = p_value(hi, lo) if p_value is not None else None
+                significant = p is not None and p < ALPHA  # nan (no spread) is False
                 if ours[hi] > ours[lo]:
                     res.agree += 1
-                    res.agree_resolved += resolved
+                    res.agree_significant += significant
                 elif ours[hi] == ours[lo]:
-                    res.tied.append((hi, lo, paper[hi], paper[lo], ours[hi], ours[lo]))
+                    res.tied.append((hi, lo, paper[hi], paper[lo], ours[hi], ours[lo], p))
                 else:
-                    res.flipped.append((hi, lo, paper[hi], paper[lo], ours[hi], ours[lo]))
-                    res.flipped_resolved += resolved
+                    res.flipped.append((hi, lo, paper[hi], paper[lo], ours[hi], ours[lo], p))
+                    res.flipped_significant += significant
         if keys and len({paper[k] for k in keys}) > 1:
             best_p = max(keys, key=lambda k: paper[k])
             best_o = max(keys, key=lambda k: ours[k])
@@ -953,19 +953,20 @@ def ordering_sentence(res: Ordering, max_listed: int = 4, paper_values: bool = T
     best_same = sum(p == o for p, o in res.best_paper)
     best = (f"; the paper's best cell is also our (strictly) best in {best_same} of {len(res.best_paper)} "
             f"group(s)" if res.best_paper else "")
-    if res.with_se:
-        best += (f"; beyond seed noise (difference > {RESOLVED_SE:g} standard errors): "
-                 f"{res.agree_resolved} of the {res.agree} agreeing and {res.flipped_resolved} of the "
-                 f"{len(res.flipped)} flipped pair(s)")
+    if res.with_test:
+        best += (f"; significant at {ALPHA:g} over the seeds: {res.agree_significant} of the {res.agree} "
+                 f"agreeing and {res.flipped_significant} of the {len(res.flipped)} flipped pair(s)")
     if res.agree == res.pairs:
         return f"The paper's ordering held: all {res.pairs} compared pair(s) are in the same order{best}."
 
     def pair_text(t):
-        hi, lo, p_hi, p_lo, o_hi, o_lo = t
+        hi, lo, p_hi, p_lo, o_hi, o_lo, p = t
         paper = f"paper {p_hi:g} > {p_lo:g}" if paper_values else "higher in the paper"
-        return f"{pair_label(hi, lo)} ({paper}, ours {o_hi:.4g} {'=' if o_hi == o_lo else '<'} {o_lo:.4g})"
+        test = f", p = {p:.2g}" if p is not None and p == p else ""
+        return f"{pair_label(hi, lo)} ({paper}, ours {o_hi:.4g} {'=' if o_hi == o_lo else '<'} {o_lo:.4g}{test})"
 
-    flips = res.flipped + res.tied
+    # the most certain flips first; untested or untestable (nan) ones keep their order after them
+    flips = sorted(res.flipped + res.tied, key=lambda t: t[6] if t[6] is not None and t[6] == t[6] else 2.0)
     listed = [pair_text(t) for t in flips[:max_listed]]
     more = len(flips) - len(listed)
     kinds = " and ".join(k for k, n in (("flipped", len(res.flipped)), ("tied", len(res.tied))) if n)
@@ -980,19 +981,43 @@ def order_groups(spec: TableSpec, keys: Iterable[tuple[str, str]]) -> list[list[
     return [[k for k in keys if k[0] == row] for row in spec.rows]
 
 
+def seed_test(stats: Mapping, per_seed: Optional[Mapping] = None) -> Optional[Callable[[object, object], float]]:
+    """A two-sided p-value for the difference of two cells' means over seeds, or None without spreads.
+
+    Cells that share seeds (every method of a sweep uses the same split and initialisation for a
+    seed) get a paired t-test on the per-seed values ``per_seed[cell][seed]``; otherwise Welch's
+    t-test from ``stats[cell] = (mean, std, n)``. Needs ``n >= 2``; no spread at all gives nan.
+    """
+    from scipy import stats as st
+
+    per_seed = per_seed or {}
+    if not all(isinstance(v, tuple) and len(v) > 2 and v[2] >= 2 for v in stats.values()):
+        return None
+
+    def p_value(a, b) -> float:
+        va, vb = per_seed.get(a, {}), per_seed.get(b, {})
+        common = sorted(set(va) & set(vb))
+        if len(common) >= 2:
+            diffs = [va[s] - vb[s] for s in common]
+            if all(d == diffs[0] for d in diffs):
+                return 0.0 if diffs[0] else float("nan")  # a constant, non-zero difference is certain
+            return float(st.ttest_rel([va[s] for s in common], [vb[s] for s in common]).pvalue)
+        (ma, sa, na), (mb, sb, nb) = stats[a][:3], stats[b][:3]
+        if sa == sb == 0:
+            return 0.0 if ma != mb else float("nan")
+        return float(st.ttest_ind_from_stats(ma, sa, na, mb, sb, nb, equal_var=False).pvalue)
+
+    return p_value
+
+
 def table_ordering(spec: TableSpec, ours: Mapping, numbers: Iterable[PaperNumber],
-                   n_seeds: Optional[int] = None) -> tuple[Ordering, str]:
+                   per_seed: Optional[Mapping] = None) -> tuple[Ordering, str]:
     """The ordering comparison of one table: our cells vs the paper's numbers (or stated claims).
 
-    ``ours`` maps cells to means or to ``(mean, std[, n])``; with the seed count (``n`` or
-    ``n_seeds``, at least 2) each pair is also tested against seed noise (:func:`compare_orderings`).
+    ``ours`` maps cells to means or to ``(mean, std, n)``; with the latter each pair is also tested
+    against seed noise (:func:`seed_test`, paired where ``per_seed`` has the cells' per-seed values).
     """
-    se = {}
-    for k, v in ours.items():
-        n = v[2] if isinstance(v, tuple) and len(v) > 2 else n_seeds
-        if isinstance(v, tuple) and len(v) > 1 and n and n > 1:
-            se[k] = v[1] / math.sqrt(n)
-    se = se if len(se) == len(ours) else None
+    p_value = seed_test(ours, per_seed)
     ours = {k: (v[0] if isinstance(v, tuple) else float(v)) for k, v in ours.items()}  # means
     if spec.paper_claims:
         paper, ours_sub, groups = {}, {}, []
@@ -1002,12 +1027,12 @@ def table_ordering(spec: TableSpec, ours: Mapping, numbers: Iterable[PaperNumber
         for k in paper:
             if k in ours:
                 ours_sub[k] = ours[k]
-        res = compare_orderings(ours_sub, paper, groups, se)
+        res = compare_orderings(ours_sub, paper, groups, p_value)
         return res, ordering_sentence(res, paper_values=False)
     pc = paper_cells(numbers, spec)
     paper = {k: v.value for k, v in pc.items()}
     ours_acc = {k: v for k, v in ours.items() if k[0] in spec.rows and k[1] in spec.columns}
-    res = compare_orderings(ours_acc, paper, order_groups(spec, ours_acc), se)
+    res = compare_orderings(ours_acc, paper, order_groups(spec, ours_acc), p_value)
     return res, ordering_sentence(res)
 
 
@@ -1038,6 +1063,43 @@ def cpu_seconds(table_dir: Path) -> float:
     for path in sorted(Path(table_dir).rglob("runs.csv")):
         total += sum({(r["method"], r["seed"]): r["seconds"] for r in read_runs_csv(path)}.values())
     return total
+
+
+def our_cells(spec: TableSpec, table_dir: Path) -> dict[tuple[str, str], tuple]:
+    """Our cells as ``(mean, std, n)`` at full precision from ``<table>.json``, else ``(mean, std)`` from the CSV."""
+    meta_path = Path(table_dir) / f"{spec.id}.json"
+    if meta_path.exists():
+        cells = json.loads(meta_path.read_text()).get("cells")
+        if cells:
+            return {(c["row"], c["col"]): (c["mean"], c["std"], c["n"]) for c in cells}
+    return read_table_csv(Path(table_dir) / f"{spec.id}.csv")[1]
+
+
+def seed_values(spec: TableSpec, table_dir: Path, preset_name: str) -> dict[tuple[str, str], dict[int, float]]:
+    """Each cell's value per seed, read back from the runs' CSVs: ``{(row, col): {seed: value}}``."""
+    table_dir = Path(table_dir)
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    if spec.kind == "fig3":
+        path = table_dir / "fig3_means.csv"
+        if not path.exists():
+            return out
+        keys = dict(zip(FIG3_COLS, (("top1", 100.0), ("mean_all", 1.0), ("mean_remaining", 1.0),
+                                    ("fraction_zero", 100.0))))
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                for col, (key, scale) in keys.items():
+                    out.setdefault((r["network"], col), {})[int(r["seed"])] = scale * float(r[key])
+        return out
+    runs: dict[str, list[dict]] = {}
+    for c in spec.cells:
+        name = _sweep_dirname(resolve_overrides(c, preset_name))
+        if name not in runs:
+            path = table_dir / name / "runs.csv"
+            runs[name] = read_runs_csv(path) if path.exists() else []
+        for r in runs[name]:
+            if r["method"] == c.method and r["step"] == c.step:
+                out.setdefault((c.row, c.col), {})[r["seed"]] = 100.0 * r["top1"]
+    return out
 
 
 def _time_text(meta: Mapping, table_dir: Path) -> str:
@@ -1125,7 +1187,8 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
                       "```", ""]
             continue
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        header, ours = read_table_csv(csv_path)
+        header, _ = read_table_csv(csv_path)
+        ours = our_cells(spec, csv_path.parent)
         lines += [
             f"Ours (preset `{meta.get('preset', '?')}`: {meta.get('dataset', '?')}, "
             f"{_models_text(meta.get('models', {}))}, ratios {meta.get('ratios', '?')}, "
@@ -1140,7 +1203,8 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
         else:
             claims = "; ".join(q for _, _, q in spec.paper_claims)
             lines += [f"Paper ({spec.paper_source}, {spec.paper_setting}): no numbers given. {claims}.", ""]
-        _, sentence = table_ordering(spec, ours, numbers, n_seeds=len(meta.get("seeds", ())))
+        per_seed = seed_values(spec, csv_path.parent, meta.get("preset", preset_name))
+        _, sentence = table_ordering(spec, ours, numbers, per_seed)
         lines += [
             f"Command: `{meta.get('command', '?')}`; seeds {meta.get('seeds', '?')}; {_time_text(meta, csv_path.parent)}.",
             "",
