@@ -28,10 +28,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES,
                         help="preset named in the commands of tables not run yet")
     args = parser.parse_args(argv)
-    write_report(args.results, args.paper_numbers, args.out, preset_name=args.preset)
+    figures = None
     if args.archive and Path(args.archive).resolve() != Path(args.results).resolve():
         copied = archive_tables(args.results, args.archive)
         print(f"copied {len(copied)} generated files to {args.archive}")
+        figures = args.archive  # link the committed copies, not the untracked run folders
+    write_report(args.results, args.paper_numbers, args.out, preset_name=args.preset, figures_root=figures)
     print(f"wrote {args.out}")
     return 0
 

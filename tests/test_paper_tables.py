@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import statistics
 from collections import defaultdict
@@ -280,6 +281,10 @@ def test_report_shows_every_table_with_command_and_ordering(outputs, tmp_path):
     copied = [f for f in archive.rglob("*") if f.is_file()]
     assert all(f.suffix in {".md", ".csv", ".json", ".png"} for f in copied)
     assert not any("ckpt" in str(f) or "events" in f.name for f in copied)
+    # figures are linked from the archive, relative to the report
+    fig3 = text.split("## fig3:")[1]
+    assert f"[fig3.png]({os.path.relpath(archive / 'fig3' / 'fig3.png', out.parent)})" in fig3
+    assert "[sweep/accuracy.png](" in text.split("## table6:")[1].split("\n## ")[0]
     sections = text.split("\n## ")[1:]
     assert [s.split(":")[0] for s in sections] == list(P.TABLES)
     for tid, section in zip(P.TABLES, sections):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import re
 import shutil
 import statistics
@@ -1161,9 +1162,15 @@ def _paper_markdown(spec: TableSpec, pc: Mapping[tuple[str, str], PaperNumber]) 
 
 
 def write_report(results_root: str | Path = "results/paper", paper_csv: str | Path = "docs/paper_numbers.csv",
-                 out: str | Path = "docs/results.md", preset_name: str = "cpu") -> str:
-    """Generate ``docs/results.md`` from the written tables and the paper's numbers."""
+                 out: str | Path = "docs/results.md", preset_name: str = "cpu",
+                 figures_root: str | Path | None = None) -> str:
+    """Generate ``docs/results.md`` from the written tables and the paper's numbers.
+
+    :param figures_root: where the tables' PNGs are linked from (e.g. the :func:`archive_tables`
+        copy next to the report); default ``results_root``.
+    """
     results_root, out = Path(results_root), Path(out)
+    figures_root = Path(figures_root) if figures_root is not None else results_root
     numbers = load_paper_numbers(paper_csv)
     lines = [
         "# Results: the paper's tables, reproduced in kind",
@@ -1211,6 +1218,11 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
             f"Ordering: {sentence}",
             "",
         ]
+        figures = sorted((figures_root / table_id).rglob("*.png"))
+        if figures:
+            links = ", ".join(f"[{f.relative_to(figures_root / table_id).as_posix()}]"
+                              f"({Path(os.path.relpath(f, out.parent)).as_posix()})" for f in figures)
+            lines += [f"Figures: {links}.", ""]
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
