@@ -285,7 +285,9 @@ def test_report_shows_every_table_with_command_and_ordering(outputs, tmp_path):
     fig3 = text.split("## fig3:")[1]
     assert f"[fig3.png]({os.path.relpath(archive / 'fig3' / 'fig3.png', out.parent)})" in fig3
     assert "[sweep/accuracy.png](" in text.split("## table6:")[1].split("\n## ")[0]
-    sections = text.split("\n## ")[1:]
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    assert [l.split(" | ")[0] for l in summary.strip().splitlines()[2:]] == [f"| {t}" for t in P.TABLES]
+    sections = text.split("\n## ")[2:]
     assert [s.split(":")[0] for s in sections] == list(P.TABLES)
     for tid, section in zip(P.TABLES, sections):
         seeds = list(SEEDS.get(tid, (0,)))
