@@ -24,7 +24,7 @@ from avalanche_sst.models import resnet_cifar
 from avalanche_sst.plugins.lwm import LwMPlugin, default_cam_layer, grad_cam
 from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
 from avalanche_sst.strategies.dml import DMLStrategy, validation_data
-from avalanche_sst.strategies.hpo import HPOStrategy, hpo_search
+from avalanche_sst.strategies.hpo import DEFAULT_LRS, HPOStrategy, elr_grid, hpo_search
 
 torch.set_num_threads(1)
 
@@ -319,6 +319,25 @@ def test_dml_step_one_is_plain_training_shared_with_naive(bench):
 # --------------------------------------------------------------------------
 # HPO
 # --------------------------------------------------------------------------
+def test_hpo_grid_is_anchored_at_the_fine_tuning_effective_lr():
+    # the paper: fine-tuning lr 0.001 at momentum 0.9 = ELR 0.01 -> momentum-0 grid 0.01 .. 0.0003
+    assert DEFAULT_LRS == elr_grid(0.001, 0.9) == (0.01, 0.003, 0.001, 0.0003)
+    # the CPU presets fine-tune at 0.01 with momentum 0.9 (ELR 0.1)
+    assert elr_grid(0.01, 0.9) == (0.1, 0.03, 0.01, 0.003)
+    # searched at momentum 0.5 instead: lr = ELR * (1 - 0.5)
+    assert elr_grid(0.01, 0.9, momentum=0.5) == (0.05, 0.015, 0.005, 0.0015)
+    with pytest.raises(ValueError, match="base_momentum"):
+        elr_grid(0.01, 1.0)
+    # the sweep builds HPO around its preset's fine-tuning
+    from avalanche_sst.experiments.methods import StrategyContext, get_method
+    from avalanche_sst.metrics import make_evaluator
+
+    for lr, grid in ((0.01, (0.1, 0.03, 0.01, 0.003)), (0.001, DEFAULT_LRS)):
+        ctx = StrategyContext(model=tiny_model(), config=Preset(name="g", lr_finetune=lr, momentum=0.9),
+                              evaluator=make_evaluator(), device=torch.device("cpu"))
+        assert tuple(get_method("hpo").build(ctx).lrs) == grid
+
+
 def test_hpo_search_core_keeps_best_and_restarts_each_candidate():
     model = nn.Linear(2, 1)
     start = state_copy(model)

@@ -293,7 +293,8 @@ def test_report_shows_every_table_with_command_and_ordering(outputs, tmp_path):
         seeds = list(SEEDS.get(tid, (0,)))
         assert f"`{P.default_command(tid, 'tiny', seeds, outputs['out'])}`" in section
         assert f"seeds {seeds}" in section
-        assert re.search(r"wall time \d+ s on \d+ thread\(s\); process CPU time \d+ s", section)
+        # (table4 was run twice by the resume test above)
+        assert re.search(r"wall time \d+ s on \d+ thread\(s\)( over \d+ invocations)?; process CPU time \d+ s", section)
         ordering = [l for l in section.splitlines() if l.startswith("Ordering: ")]
         assert len(ordering) == 1 and ordering[0].count(". ") == 0, ordering  # one sentence
         assert "The paper's ordering held" in ordering[0] or "no ordering is compared" in ordering[0]
@@ -318,6 +319,25 @@ def test_report_cpu_time_is_the_sum_of_run_seconds(outputs, table_id, n_sweeps):
     spec = P.TABLES[table_id]
     n_runs = sum(len(m) for m in P._sweep_groups(spec, "tiny").values()) if spec.cells else len(P.FIG3_ROWS)
     assert len(runs) == n_runs * len(SEEDS.get(table_id, (0,)))
+
+
+def test_rerunning_a_table_adds_its_invocation_to_the_times(tmp_path, make_data):
+    data = (make_data(40, seed=0), make_data(20, seed=1))
+    kw = dict(data=data, preset_changes=TINY_CHANGES, log=lambda m: None)
+    first = json.loads(P.run_table("table4", "tiny", tmp_path, command="first", **kw)["json"].read_text())
+    second = json.loads(P.run_table("table4", "tiny", tmp_path, command="second", **kw)["json"].read_text())
+    assert [i["command"] for i in second["invocations"]] == ["first", "second"]
+    assert second["invocations"][0] == first["invocations"][0]
+    assert second["wall_seconds"] == pytest.approx(sum(i["wall_seconds"] for i in second["invocations"]), abs=0.11)
+    assert second["cpu_seconds"] == pytest.approx(sum(i["cpu_seconds"] for i in second["invocations"]), abs=0.11)
+    assert second["cells"] == first["cells"]  # the second one resumed every finished run
+    # a table written before invocations were recorded counts as one invocation without CPU time
+    meta_path = tmp_path / "table4" / "table4.json"
+    old = {k: v for k, v in second.items() if k not in ("invocations", "cpu_seconds")}
+    meta_path.write_text(json.dumps(old))
+    third = json.loads(P.run_table("table4", "tiny", tmp_path, command="third", **kw)["json"].read_text())
+    assert len(third["invocations"]) == 2 and "cpu_seconds" not in third
+    assert "over 2 invocations" in P._time_text(third, tmp_path / "table4")
 
 
 def test_report_lists_tables_not_run_yet(tmp_path):

@@ -17,7 +17,9 @@ the other methods (``methods._common``), and saves what lives outside the
 model (DML's peer, LwM's teacher, HPO's chosen lrs) for resuming a sweep.
 
 Optional ``Preset`` fields (read with ``getattr``; defaults in brackets):
-``hpo_lrs`` [(0.01, 0.003, 0.001, 0.0003)], ``hpo_momentum`` [0.0],
+``hpo_lrs`` [the effective rate of the preset's fine-tuning (``lr_finetune``
+at ``momentum``) and 0.3, 0.1, 0.03 times it, at ``hpo_momentum``: ``elr_grid``],
+``hpo_momentum`` [0.0],
 ``hpo_weight_decay`` [None: the preset's weight_decay],
 ``dml_temperature`` [1.0], ``dml_kl_weight`` [1.0],
 ``lwm_beta`` [1.0], ``lwm_gamma`` [1.0], ``lwm_temperature`` [1.0],
@@ -31,7 +33,7 @@ from avalanche.training.templates import SupervisedTemplate
 from avalanche_sst.experiments.methods import Method, StrategyContext, _common, register
 from avalanche_sst.plugins.lwm import LwMPlugin
 from avalanche_sst.strategies.dml import DMLStrategy
-from avalanche_sst.strategies.hpo import DEFAULT_LRS, HPOStrategy
+from avalanche_sst.strategies.hpo import HPOStrategy, elr_grid
 
 __all__ = ["build_dml", "build_hpo", "build_lwm"]
 
@@ -47,7 +49,8 @@ def build_hpo(ctx: StrategyContext) -> HPOStrategy:
     return HPOStrategy(
         model=ctx.model,
         valid_stream=ctx.valid_stream,
-        lrs=tuple(_cfg(ctx, "hpo_lrs", DEFAULT_LRS)),
+        lrs=tuple(_cfg(ctx, "hpo_lrs", None) or elr_grid(ctx.config.lr_finetune, ctx.config.momentum,
+                                                        _cfg(ctx, "hpo_momentum", 0.0))),
         momentum=_cfg(ctx, "hpo_momentum", 0.0),
         weight_decay=_cfg(ctx, "hpo_weight_decay", None),
         **_common(ctx),

@@ -2,8 +2,8 @@
 
 from .aod import AODStrategy, StudentPair
 from .dml import DMLStrategy, fresh_init, validation_data
-from .hpo import DEFAULT_LRS, HPOResult, HPOStrategy, hpo_search
+from .hpo import DEFAULT_LRS, HPOResult, HPOStrategy, elr_grid, hpo_search
 from .multi_step_sst import MultiStepSST
 
 __all__ = ["AODStrategy", "DEFAULT_LRS", "DMLStrategy", "HPOResult", "HPOStrategy", "MultiStepSST", "StudentPair",
-           "fresh_init", "hpo_search", "validation_data"]
+           "elr_grid", "fresh_init", "hpo_search", "validation_data"]

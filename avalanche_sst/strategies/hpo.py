@@ -18,7 +18,8 @@ In the same-class accumulating scenario every step brings new data from the
 is, so the defaults here are their similar-domain setting: momentum 0 and a
 grid of learning rates ``(0.01, 0.003, 0.001, 0.0003)``, i.e. ELR 0.01 (the
 same as plain fine-tuning's lr 0.001 with momentum 0.9) and 3x, 10x and 30x
-smaller. Weight decay is plain L2 (``weight_decay=None`` keeps the
+smaller. :func:`elr_grid` builds the same grid around any other fine-tuning
+lr (the sweep runner anchors it at its preset's). Weight decay is plain L2 (``weight_decay=None`` keeps the
 optimizer's, 5e-4 on CIFAR in the paper's set-up); no L2-SP.
 
 Search (:func:`hpo_search`): every candidate learning rate fine-tunes the
@@ -47,9 +48,29 @@ from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy
 from avalanche_sst.metrics.validation import validation_data
 
-__all__ = ["DEFAULT_LRS", "HPOResult", "HPOStrategy", "hpo_search"]
+__all__ = ["DEFAULT_LRS", "ELR_FACTORS", "HPOResult", "HPOStrategy", "elr_grid", "hpo_search"]
 
-DEFAULT_LRS = (0.01, 0.003, 0.001, 0.0003)
+#: The grid's effective learning rates relative to plain fine-tuning's.
+ELR_FACTORS = (1.0, 0.3, 0.1, 0.03)
+
+
+def elr_grid(base_lr: float, base_momentum: float, momentum: float = 0.0,
+             factors: Sequence[float] = ELR_FACTORS) -> tuple[float, ...]:
+    """Learning rates at ``momentum`` whose effective rates ``lr / (1 - m)`` are ``factors`` times
+    that of plain fine-tuning (``base_lr`` at ``base_momentum``), the top one equal to it.
+
+    ``elr_grid(0.001, 0.9)`` is the paper's set-up: ``(0.01, 0.003, 0.001, 0.0003)`` at momentum 0.
+    """
+    for name, m in (("base_momentum", base_momentum), ("momentum", momentum)):
+        if not 0.0 <= m < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {m}")
+    if base_lr <= 0:
+        raise ValueError(f"base_lr must be > 0, got {base_lr}")
+    elr = base_lr / (1.0 - base_momentum)
+    return tuple(float(f"{elr * f * (1.0 - momentum):.6g}") for f in factors)
+
+
+DEFAULT_LRS = elr_grid(0.001, 0.9)
 
 
 @dataclass
