@@ -130,16 +130,23 @@ def test_channels_last_training_matches_default_training():
             torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=name)
 
 
-def test_channels_last_plugin_with_aod_and_sst():
-    bm = tiny_benchmark()
+def trained_aod(bm, plugin) -> AODStrategy:
+    """One AOD epoch with ``plugin`` on experience 1, from a model whose |gamma| are spread out
+    (as after SST; a fresh model's are all 1, which leaves eq. 4's re-init range empty)."""
     model = tiny_model()
     with torch.no_grad():
         for f in scaling_factors(model):
             f.bn.weight.copy_(torch.linspace(0.05, 1.5, f.bn.weight.numel()))
-    aod = AODStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=16,
-                      train_epochs=1, evaluator=make_evaluator(), valid_stream=bm.valid_stream,
-                      plugins=[ChannelsLastPlugin()])
+    aod = AODStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                      train_mb_size=16, train_epochs=1, evaluator=make_evaluator(), valid_stream=bm.valid_stream,
+                      plugins=[plugin])
     aod.train(bm.train_stream[1], eval_streams=[])
+    return aod
+
+
+def test_channels_last_plugin_with_aod_and_sst():
+    bm = tiny_benchmark()
+    aod = trained_aod(bm, ChannelsLastPlugin())
     assert all(s.conv1.weight.is_contiguous(memory_format=CL) for s in aod.students)
     assert math.isfinite(float(aod.loss))
     sst_model = tiny_model()
@@ -193,14 +200,7 @@ def test_autocast_training_is_finite_and_close_to_float32():
 
 def test_autocast_with_aod_and_msl_gives_finite_float32_losses():
     bm = tiny_benchmark()
-    model = tiny_model()
-    with torch.no_grad():
-        for f in scaling_factors(model):
-            f.bn.weight.copy_(torch.linspace(0.05, 1.5, f.bn.weight.numel()))
-    aod = AODStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=16,
-                      train_epochs=1, evaluator=make_evaluator(), valid_stream=bm.valid_stream,
-                      plugins=[AutocastPlugin()])
-    aod.train(bm.train_stream[1], eval_streams=[])
+    aod = trained_aod(bm, AutocastPlugin())
     assert aod.loss.dtype == torch.float32 and math.isfinite(float(aod.loss))
     assert all(math.isfinite(float(v)) for v in aod.loss_terms.values())
     msl_model = tiny_model()
