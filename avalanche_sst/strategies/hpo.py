@@ -19,8 +19,9 @@ is, so the defaults here are their similar-domain setting: momentum 0 and a
 grid of learning rates ``(0.01, 0.003, 0.001, 0.0003)``, i.e. ELR 0.01 (the
 same as plain fine-tuning's lr 0.001 with momentum 0.9) and 3x, 10x and 30x
 smaller. :func:`elr_grid` builds the same grid around any other fine-tuning
-lr (the sweep runner anchors it at its preset's). Weight decay is plain L2 (``weight_decay=None`` keeps the
-optimizer's, 5e-4 on CIFAR in the paper's set-up); no L2-SP.
+lr (the sweep runner anchors it at its preset's). Weight decay is plain L2
+(``weight_decay=None`` keeps the optimizer's, 5e-4 on CIFAR in the paper's
+set-up); no L2-SP.
 
 Search (:func:`hpo_search`): every candidate learning rate fine-tunes the
 same starting weights (optimizer state reset, the same cosine schedule and
