@@ -379,6 +379,8 @@ _register(TableSpec(
 
 FIG3_ROWS = ("Pre-trained", "BST", "SST")
 FIG3_COLS = ("Top-1 (%)", "mean abs(gamma) (all)", "mean abs(gamma) (non-useless)", "abs(gamma) <= zero_tol (%)")
+# each column's field in a seed's Fig. 3 statistics (fig3_means.csv) and its scale to the table
+FIG3_KEYS = dict(zip(FIG3_COLS, (("top1", 100.0), ("mean_all", 1.0), ("mean_remaining", 1.0), ("fraction_zero", 100.0))))
 # Fig. 3 cpu: pre-training on part 1 (f = 0.3: 8100 samples, 4 epochs), then a BST and an SST
 # phase of 9 epochs each from it.
 _register(TableSpec(
@@ -720,9 +722,8 @@ def _run_fig3(spec, preset, out_dir, data, log):
     (out_dir / "fig3_gammas.csv").write_text("\n".join(gammas) + "\n")
 
     cells = {}
-    keys = dict(zip(FIG3_COLS, (("top1", 100.0), ("mean_all", 1.0), ("mean_remaining", 1.0), ("fraction_zero", 100.0))))
     for name in FIG3_ROWS:
-        for col, (key, scale) in keys.items():
+        for col, (key, scale) in FIG3_KEYS.items():
             values = [scale * res[name][key] for res in per_seed.values()]
             cells[name, col] = (*mean_std(values), len(values))
     _plot_fig3(per_seed, args["target_ratio"], out_dir / "fig3.png", title=f"{preset.dataset} / {preset.model}")
@@ -1104,11 +1105,9 @@ def seed_values(spec: TableSpec, table_dir: Path, preset_name: str) -> dict[tupl
         path = table_dir / "fig3_means.csv"
         if not path.exists():
             return out
-        keys = dict(zip(FIG3_COLS, (("top1", 100.0), ("mean_all", 1.0), ("mean_remaining", 1.0),
-                                    ("fraction_zero", 100.0))))
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
-                for col, (key, scale) in keys.items():
+                for col, (key, scale) in FIG3_KEYS.items():
                     out.setdefault((r["network"], col), {})[int(r["seed"])] = scale * float(r[key])
         return out
     runs: dict[str, list[dict]] = {}
@@ -1223,7 +1222,6 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
                       "```", ""]
             continue
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        header, _ = read_table_csv(csv_path)
         ours = our_cells(spec, csv_path.parent)
         lines += [
             f"Ours (preset `{meta.get('preset', '?')}`: {meta.get('dataset', '?')}, "
