@@ -14,7 +14,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 from avalanche.training.templates import SupervisedTemplate
 
-import avalanche_sst.experiments.baselines  # noqa: F401  (registers hpo, dml, lwm)
+import avalanche_sst.experiments.methods  # noqa: F401  (registers hpo, dml, lwm)
 from avalanche_sst.benchmarks import TensorImageDataset, same_class_accumulating
 from avalanche_sst.checkpoint import load_checkpoint
 from avalanche_sst.experiments.presets import Preset

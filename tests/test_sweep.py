@@ -183,9 +183,9 @@ def test_checkpoints_load_with_weights_only(sweep):
         path = out / r.method / f"seed{r.seed}" / "checkpoint.pt"
         state = torch.load(path, weights_only=True)
         again = load_checkpoint(path)
-        assert again["step"] == state["step"] and again["accuracies"] == state["accuracies"]
+        assert again["step"] == state["step"] and again["scores"] == state["scores"]
         assert state["step"] == 2
-        assert state["accuracies"] == r.accuracies
+        assert [s["top1"] for s in state["scores"]] == r.accuracies
         assert "fc.weight" in state["model"] and isinstance(state["model"]["fc.weight"], torch.Tensor)
         if r.method == "lwf":
             assert "prev_model" in state["method"] and state["method"]["expcount"] == 2

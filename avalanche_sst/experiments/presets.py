@@ -8,8 +8,12 @@ and 0.001 afterwards), with epochs and data scaled down for CPU.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import typing
 from dataclasses import dataclass, field
+from typing import Sequence
 
 
 @dataclass
@@ -19,6 +23,12 @@ class Preset:
     data_root: str | None = None
     model: str = "resnet8"
     methods: tuple[str, ...] = ("finetune", "lwf", "ewc", "cumulative", "sst")
+    # The continual-learning scenario (experiments.scenarios) and its arguments;
+    # ``ratios`` and ``label_noise`` belong to "same_class".
+    scenario: str = "same_class"
+    scenario_kwargs: dict = field(default_factory=dict)
+    multi_head: bool = True  # task-incremental scenarios: one head per task (Avalanche's MultiHeadClassifier)
+    method_kwargs: dict = field(default_factory=dict)  # {"replay": {"mem_size": 500}, ...}
     ratios: tuple[float, ...] = (1, 1, 1, 1)
     seeds: tuple[int, ...] = (0,)
     train_fraction: float = 1.0  # stratified subsample of the training set, before splitting
@@ -53,8 +63,53 @@ class Preset:
     def replace(self, **changes) -> "Preset":
         return dataclasses.replace(self, **changes)
 
+    def with_settings(self, assignments: Sequence[str]) -> "Preset":
+        """``["ratios=1,2,3,4", "label_noise=0.1"]`` applied to this preset (the sweep's ``--set``)."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        hints = typing.get_type_hints(type(self))
+        changes = {}
+        for item in assignments:
+            key, eq, text = item.partition("=")
+            key = key.strip()
+            if not eq:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            if key not in fields:
+                near = difflib.get_close_matches(key, fields, n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise ValueError(f"--set {item!r}: the preset has no field {key!r}{hint} "
+                                 f"(fields: {', '.join(sorted(fields))})")
+            changes[key] = _parse_field(key, text.strip(), hints[key])
+        return self.replace(**changes)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _parse_field(key: str, text: str, hint):
+    """A command-line value in the type of the preset field ``key``."""
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            return tuple(ast.literal_eval(v) if v.strip()[:1].isdigit() or v.strip()[:1] in "-." else v.strip()
+                         for v in text.split(",") if v.strip())
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if hint in (int, float):
+            return hint(text)
+        if origin is dict or hint is dict:
+            value = ast.literal_eval(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        if text.lower() == "none":
+            return None
+        return text
+    except (ValueError, SyntaxError):
+        raise ValueError(f"--set {key}={text!r}: not a valid {getattr(hint, '__name__', hint)}; "
+                         f"e.g. ratios=1,1,1 or lr_finetune=0.01 or method_kwargs={{'replay': {{'mem_size': 500}}}}"
+                         ) from None
 
 
 PRESETS = {
@@ -84,6 +139,37 @@ PRESETS = {
         lr_finetune=0.01,
         sst_epochs=9,
         aod_epochs=5,
+    ),
+    # Class- and task-incremental Split Fashion-MNIST, 5 steps of 2 classes, a
+    # few minutes on 2 cores. Every step learns new classes, so each trains at
+    # the from-scratch lr for the same epochs.
+    "split_quick": Preset(
+        name="split_quick",
+        scenario="class_incremental",
+        scenario_kwargs={"classes_per_step": 2},
+        methods=("finetune", "lwf", "ewc", "replay", "cumulative"),
+        seeds=(0,),
+        train_fraction=0.2,
+        test_fraction=0.5,
+        batch_size=64,
+        epochs_scratch=3,
+        epochs_finetune=3,
+        lr_finetune=0.1,
+        method_kwargs={"replay": {"mem_size": 200}},
+    ),
+    "task_quick": Preset(
+        name="task_quick",
+        scenario="task_incremental",
+        scenario_kwargs={"classes_per_step": 2},
+        methods=("finetune", "lwf", "ewc", "replay", "cumulative"),
+        seeds=(0,),
+        train_fraction=0.2,
+        test_fraction=0.5,
+        batch_size=64,
+        epochs_scratch=3,
+        epochs_finetune=3,
+        lr_finetune=0.1,
+        method_kwargs={"replay": {"mem_size": 200}},
     ),
 }
 

@@ -1,8 +1,10 @@
-"""Run several methods on the same benchmark and tabulate Top-1 per step.
+"""Run several methods on the same benchmark and tabulate their scores per step.
 
+The preset's scenario (``Preset.scenario``) fixes the continual-learning
+setting and so what a step is scored by (:mod:`avalanche_sst.metrics.scores`).
 Every run of one seed shares the split (seeded), the model initialisation
 (the same ``torch.manual_seed`` before building it) and the evaluation on the
-whole test set after each step. Each run writes TensorBoard event files and
+whole test stream after each step. Each run writes TensorBoard event files and
 CSV logs (Avalanche's loggers) under ``<out>/<method>/seed<k>/``, plus our own
 ``steps.csv`` and a resumable ``checkpoint.pt`` after every finished step;
 rerunning the same command skips finished runs and resumes unfinished ones
@@ -16,21 +18,24 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 
-from avalanche_sst.benchmarks import same_class_accumulating, stratified_split
+from avalanche_sst.benchmarks import stratified_split
 from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
-from avalanche_sst.experiments.methods import StrategyContext, get_method
+from avalanche_sst.experiments.methods import Method, StrategyContext, check_setting, get_method, parse_variant
 from avalanche_sst.experiments.presets import PRESETS, Preset, get_preset
+from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
+from avalanche_sst.metrics.scores import StepInfo, step_scores
 from avalanche_sst.plugins.precision import keep_freed_memory
 
+# Top-1 on the whole test stream in the same-class setting (its one test experience has task 0).
 ACC_KEY = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 
 
@@ -38,8 +43,9 @@ ACC_KEY = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 class RunResult:
     method: str
     seed: int
-    accuracies: list[float]  # Top-1 on the test set after each step, in [0, 1]
+    accuracies: list[float]  # the setting's primary score after each step, in [0, 1]
     seconds: float
+    scores: list[dict] = field(default_factory=list)  # every score of the setting, per step
 
 
 def load_dataset(name: str, root: Optional[str]):
@@ -68,17 +74,16 @@ def _subsample(dataset, fraction: float, seed: int):
 
 
 def build_benchmark(preset: Preset, seed: int, data=None):
+    """The preset's scenario on its (subsampled) dataset; ``.setting`` names its setting."""
+    scenario = get_scenario(preset.scenario)
     train, test = data if data is not None else load_dataset(preset.dataset, preset.data_root)
     train = _subsample(train, preset.train_fraction, seed)
     test = _subsample(test, preset.test_fraction, seed)
-    return same_class_accumulating(
-        train,
-        test,
-        ratios=preset.ratios,
-        seed=seed,
-        validation_fraction=preset.validation_fraction,
-        label_noise=preset.label_noise,
-    )
+    benchmark = scenario.build(train, test, preset, seed)
+    if getattr(benchmark, "setting", scenario.setting) != scenario.setting:
+        raise RuntimeError(f"scenario {scenario.name!r} built a {benchmark.setting!r} benchmark")
+    benchmark.setting = scenario.setting
+    return benchmark
 
 
 def build_model(preset: Preset, benchmark, seed: int) -> torch.nn.Module:
@@ -86,7 +91,28 @@ def build_model(preset: Preset, benchmark, seed: int) -> torch.nn.Module:
 
     in_channels = int(benchmark.test_stream[0].dataset[0][0].shape[0])
     torch.manual_seed(seed)  # same initialisation for every method of this seed
-    return build(preset.model, num_classes=benchmark.num_classes, in_channels=in_channels)
+    model = build(preset.model, num_classes=benchmark.num_classes, in_channels=in_channels)
+    if getattr(benchmark, "setting", None) == "task_incremental" and preset.multi_head:
+        from avalanche_sst.models import multi_head
+
+        model = multi_head(model)
+    return model
+
+
+def method_for(preset: Preset, name: str) -> Method:
+    """Method ``name`` with the preset's ``method_kwargs`` for its base name (checked now, not at its run)."""
+    return get_method(name, preset.method_kwargs.get(parse_variant(name)[0]))
+
+
+def check_methods(preset: Preset) -> None:
+    """Fail before any training: unknown methods, variant typos, methods outside the preset's setting."""
+    setting = get_scenario(preset.scenario).setting
+    for name in preset.methods:
+        check_setting(method_for(preset, name), setting)
+
+
+def _test_sizes(benchmark) -> list[int]:
+    return [len(exp.dataset) for exp in benchmark.test_stream]
 
 
 def _run_dir(out: Path, method: str, seed: int) -> Path:
@@ -106,30 +132,38 @@ def run_one(
     run_dir = _run_dir(out, method_name, seed)
     done_file = run_dir / "done.json"
     if done_file.exists():
-        d = json.loads(done_file.read_text())
-        log(f"[{method_name} seed {seed}] finished earlier: {_fmt(d['accuracies'])}")
-        return RunResult(method_name, seed, d["accuracies"], d["seconds"])
+        finished = _read_done(done_file, method_name, seed)
+        log(f"[{method_name} seed {seed}] finished earlier: {_fmt(finished.accuracies)}")
+        return finished
 
-    method = get_method(method_name)
+    method = method_for(preset, method_name)
+    setting = getattr(benchmark, "setting", "same_class")
+    check_setting(method, setting)
     device = torch.device(preset.device)
     model = build_model(preset, benchmark, seed)
     ctx = StrategyContext(model=model, config=preset, evaluator=make_evaluator(run_dir), device=device,
-                          plugins=list(extra_plugins), valid_stream=getattr(benchmark, "valid_stream", None))
+                          plugins=list(extra_plugins), valid_stream=getattr(benchmark, "valid_stream", None),
+                          benchmark=benchmark, seed=seed)
     strategy = method.build(ctx)
     train_stream = list(benchmark.train_stream)
+    test_sizes = _test_sizes(benchmark)
 
-    accuracies: list[float] = []
+    scores: list[dict] = []
     seconds = 0.0
     start_step = 0
     ckpt_path = run_dir / "checkpoint.pt"
     state = load_checkpoint(ckpt_path)
     if state is not None:
         start_step = int(state["step"])
-        accuracies = list(state["accuracies"])
+        scores = [dict(s) for s in state["scores"]]
         seconds = float(state["seconds"])
+        if method.rebuild_model is not None:  # e.g. a grown head or a pruned student: shape before weights
+            method.rebuild_model(strategy, state["method"])
         strategy.model.load_state_dict(state["model"])
         method.load_state_dict(strategy, state["method"], train_stream[:start_step])
-        strategy.clock.train_exp_counter = start_step
+        # The clock's counters too: RWalk's score checkpoints count global iterations.
+        for name, value in state.get("clock", {"train_exp_counter": start_step}).items():
+            setattr(strategy.clock, name, int(value))
         log(f"[{method_name} seed {seed}] resuming after step {start_step}")
 
     for step in range(start_step, len(train_stream)):
@@ -140,23 +174,34 @@ def run_one(
         strategy.train(train_stream[step], eval_streams=[], reset_optimizer_state=True)
         result = strategy.eval(benchmark.test_stream)
         seconds += time.perf_counter() - t0
-        accuracies.append(float(result[ACC_KEY]))
+        scores.append(step_scores(setting, result, StepInfo(step, scores, test_sizes)))
         save_checkpoint(ckpt_path, {
             "step": step + 1,
-            "accuracies": accuracies,
+            "scores": scores,
             "seconds": seconds,
             "model": strategy.model.state_dict(),
             "method": method.state_dict(strategy),
+            "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
         })
+        primary = next(iter(scores[-1]))
         log(f"[{method_name} seed {seed}] step {step + 1}/{len(train_stream)}: "
-            f"top-1 {100 * accuracies[-1]:.2f}%  ({seconds:.0f} s)")
+            f"{primary} {100 * scores[-1][primary]:.2f}%  ({seconds:.0f} s)")
 
     _close_loggers(strategy)
+    names = list(scores[0]) if scores else []
     (run_dir / "steps.csv").write_text(
-        "step,top1\n" + "".join(f"{i + 1},{a:.6f}\n" for i, a in enumerate(accuracies))
+        ",".join(["step", *names]) + "\n"
+        + "".join(",".join([str(i + 1), *(f"{s[n]:.6f}" for n in names)]) + "\n" for i, s in enumerate(scores))
     )
-    done_file.write_text(json.dumps({"accuracies": accuracies, "seconds": seconds}))
-    return RunResult(method_name, seed, accuracies, seconds)
+    result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores)
+    done_file.write_text(json.dumps({"accuracies": result.accuracies, "seconds": seconds, "scores": scores}))
+    return result
+
+
+def _read_done(done_file: Path, method: str = "", seed: int = 0) -> RunResult:
+    d = json.loads(done_file.read_text())
+    scores = d.get("scores") or [{"top1": a} for a in d["accuracies"]]  # runs finished before scores existed
+    return RunResult(method, seed, d["accuracies"], d["seconds"], scores)
 
 
 def _close_loggers(strategy) -> None:
@@ -187,8 +232,7 @@ def run_sweep(
         torch.set_flush_denormal(True)
     if preset.keep_freed_memory:
         keep_freed_memory(True)
-    for name in preset.methods:
-        get_method(name)  # fail fast on a typo, before any training
+    check_methods(preset)
     (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))
     if data is None:
         data = load_dataset(preset.dataset, preset.data_root)
@@ -210,8 +254,7 @@ def collect_finished(preset: Preset, out: str | Path) -> tuple[list[RunResult], 
         for name in preset.methods:
             done = _run_dir(out, name, seed) / "done.json"
             if done.exists():
-                d = json.loads(done.read_text())
-                finished.append(RunResult(name, seed, d["accuracies"], d["seconds"]))
+                finished.append(_read_done(done, name, seed))
             else:
                 missing.append(f"{name} seed {seed}")
     return finished, missing
@@ -227,6 +270,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dataset", default=None, choices=["fashion_mnist", "cifar100", "tiny_imagenet"])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="set any preset field, e.g. --set ratios=1,2,3,4 label_noise=0.1 scenario=class_incremental")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs that have finished and list the others")
     args = parser.parse_args(argv)
@@ -236,7 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "seeds": tuple(args.seeds) if args.seeds else None,
         "model": args.model, "dataset": args.dataset, "data_root": args.data_root, "device": args.device,
     }.items() if v is not None}
-    preset = preset.replace(**changes)
+    preset = preset.replace(**changes).with_settings(args.set)
     out = Path(args.out or f"results/{preset.name}")
     command = "python experiments/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.report_only:

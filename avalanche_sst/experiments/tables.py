@@ -1,9 +1,12 @@
 """Result tables and plots, generated only from the runs' own numbers.
 
-``table.md`` / ``table.csv``: Top-1 (%) on the whole test set after each step,
-mean ± std over seeds (sample std, ddof=1; "±0.00" with one seed), with the
-command and seeds that produced them. ``runs.csv``: every run's raw numbers.
-``accuracy.png``: accuracy per step per method.
+``table.md`` / ``table.csv``: the setting's primary score (e.g. Top-1 on the
+whole test set for same-class data, on the classes seen so far for
+class-incremental runs; the header names it) after each step, mean ± std over
+seeds (sample std, ddof=1; "±0.00" with one seed), with the command and seeds
+that produced them, and every other score of the setting after the last step.
+``runs.csv``: every run's raw numbers. ``accuracy.png``: the primary score
+per step per method.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def machine_description() -> str:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0.0 for a single value): every table's "mean ± std" cell."""
     values = list(values)
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -63,18 +67,50 @@ def markdown_table(summary: dict[str, list[tuple[float, float]]]) -> str:
     return "\n".join(lines)
 
 
+def _setting(preset):
+    from avalanche_sst.experiments.scenarios import get_scenario
+    from avalanche_sst.metrics.scores import SETTING_SCORES
+
+    return SETTING_SCORES[get_scenario(getattr(preset, "scenario", "same_class")).setting]
+
+
+def _scenario_text(preset) -> str:
+    scenario = getattr(preset, "scenario", "same_class")
+    if scenario == "same_class":
+        return f"ratios {list(preset.ratios)}"
+    args = ", ".join(f"{k}={v}" for k, v in getattr(preset, "scenario_kwargs", {}).items())
+    return f"scenario {scenario}" + (f" ({args})" if args else "")
+
+
+def final_scores_table(results, names: Sequence[str]) -> str:
+    """Every score of the setting after the last step, mean ± std (%) over seeds."""
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        if r.scores:
+            by_method[r.method].append(r.scores[-1])
+    lines = ["| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for method, finals in by_method.items():
+        cells = [mean_std([100.0 * f[n] for f in finals]) for n in names]
+        lines.append(f"| {method} | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in cells) + " |")
+    return "\n".join(lines)
+
+
 def write_tables(results, out: Path, preset, command: Optional[str] = None, wall_seconds: float = 0.0) -> None:
     out = Path(out)
     summary = summarize(results)
     seeds = sorted({r.seed for r in results})
+    setting = _setting(preset)
     lines = [
-        f"Top-1 accuracy (%) on the test set after each step, mean ± std over seeds {seeds}.",
-        f"Preset `{preset.name}`: {preset.dataset}, {preset.model}, ratios {list(preset.ratios)}, "
+        f"{setting.description} after each step, mean ± std over seeds {seeds}.",
+        f"Preset `{preset.name}`: {preset.dataset}, {preset.model}, {_scenario_text(preset)}, "
         f"train fraction {preset.train_fraction}, test fraction {preset.test_fraction}.",
         "",
         markdown_table(summary),
         "",
     ]
+    if len(setting.names) > 1:
+        lines += [f"Scores after the last step (%; {setting.primary} is the table above):", "",
+                  final_scores_table(results, setting.names), ""]
     if command:
         lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time on {machine_description()} "
                      "(runs finished by an earlier invocation are reused and add no time).")
@@ -87,11 +123,14 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
         writer.writerow(["method"] + [c for s in range(steps) for c in (f"step{s + 1}_mean", f"step{s + 1}_std")])
         for method, cells in summary.items():
             writer.writerow([method] + [f"{v:.4f}" for m, s in cells for v in (m, s)])
+    extra = list(setting.names[1:])
     with open(out / "runs.csv", "w", newline="") as f:
+        # "top1" is the setting's primary score (the column name is kept for older readers).
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["method", "seed", "step", "top1", "seconds"])
+        writer.writerow(["method", "seed", "step", "top1", "seconds", *extra])
         for r in results:
-            writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}"]
+            writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}",
+                              *(f"{r.scores[i][n]:.6f}" for n in extra)]
                              for i, a in enumerate(r.accuracies))
     plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics, loss_metrics
 from avalanche.logging import CSVLogger, TensorboardLogger, TextLogger
 from avalanche.training.plugins import EvaluationPlugin
 
@@ -28,7 +28,9 @@ class EventLog:
 
 
 def make_evaluator(log_dir: Optional[str | Path] = None, text: bool = False) -> EvaluationPlugin:
-    """Accuracy and loss at epoch, experience and stream level.
+    """Accuracy and loss at epoch, experience and stream level, accuracy on the
+    experiences trained so far, and stream forgetting (the scores of every
+    setting, :mod:`avalanche_sst.metrics.scores`, read these).
 
     With ``log_dir``, TensorBoard event files go to ``log_dir/tb`` and
     Avalanche's CSV logs to ``log_dir/csv``; ``text`` adds a plain text log.
@@ -41,8 +43,9 @@ def make_evaluator(log_dir: Optional[str | Path] = None, text: bool = False) -> 
     if text:
         loggers.append(TextLogger())
     return EvaluationPlugin(
-        accuracy_metrics(epoch=True, experience=True, stream=True),
+        accuracy_metrics(epoch=True, experience=True, stream=True, trained_experience=True),
         loss_metrics(epoch=True, experience=True, stream=True),
+        forgetting_metrics(stream=True),
         loggers=loggers,
     )
 

@@ -1,7 +1,5 @@
 """The compared methods of Lee & Kim (2023, Table 7) that Avalanche lacks.
 
-Registers three sweep methods (``avalanche_sst.experiments.methods``):
-
 * ``hpo``: fine-tuning with the learning rate searched per step on the
   step's validation slice at momentum 0 (Li et al., ICLR 2020),
   :class:`~avalanche_sst.strategies.hpo.HPOStrategy`;
@@ -13,8 +11,8 @@ Registers three sweep methods (``avalanche_sst.experiments.methods``):
   :class:`~avalanche_sst.plugins.lwm.LwMPlugin` on a SupervisedTemplate.
 
 Each uses the common optimiser, per-step lr/epochs schedule and evaluator of
-the other methods (``methods._common``), and saves what lives outside the
-model (DML's peer, LwM's teacher, HPO's chosen lrs) for resuming a sweep.
+the other methods (``registry.common_kwargs``), and saves what lives outside
+the model (DML's peer, LwM's teacher, HPO's chosen lrs) for resuming a sweep.
 
 Optional ``Preset`` fields (read with ``getattr``; defaults in brackets):
 ``hpo_lrs`` [the effective rate of the preset's fine-tuning (``lr_finetune``
@@ -30,7 +28,7 @@ from __future__ import annotations
 
 from avalanche.training.templates import SupervisedTemplate
 
-from avalanche_sst.experiments.methods import Method, StrategyContext, _common, register
+from avalanche_sst.experiments.registry import Method, StrategyContext, common_kwargs, register
 from avalanche_sst.plugins.lwm import LwMPlugin
 from avalanche_sst.strategies.dml import DMLStrategy
 from avalanche_sst.strategies.hpo import HPOStrategy, elr_grid
@@ -42,9 +40,6 @@ def _cfg(ctx: StrategyContext, name: str, default):
     return getattr(ctx.config, name, default)
 
 
-# --- HPO ----------------------------------------------------------------------
-
-
 def build_hpo(ctx: StrategyContext) -> HPOStrategy:
     return HPOStrategy(
         model=ctx.model,
@@ -53,19 +48,8 @@ def build_hpo(ctx: StrategyContext) -> HPOStrategy:
                                                         _cfg(ctx, "hpo_momentum", 0.0))),
         momentum=_cfg(ctx, "hpo_momentum", 0.0),
         weight_decay=_cfg(ctx, "hpo_weight_decay", None),
-        **_common(ctx),
+        **common_kwargs(ctx),
     )
-
-
-def _hpo_state(strategy) -> dict:
-    return strategy.hpo_state_dict()
-
-
-def _hpo_load(strategy, state, done_exps) -> None:
-    strategy.load_hpo_state_dict(state)
-
-
-# --- DML ----------------------------------------------------------------------
 
 
 def build_dml(ctx: StrategyContext) -> DMLStrategy:
@@ -74,23 +58,12 @@ def build_dml(ctx: StrategyContext) -> DMLStrategy:
         valid_stream=ctx.valid_stream,
         temperature=_cfg(ctx, "dml_temperature", 1.0),
         kl_weight=_cfg(ctx, "dml_kl_weight", 1.0),
-        **_common(ctx),
+        **common_kwargs(ctx),
     )
 
 
-def _dml_state(strategy) -> dict:
-    return strategy.dml_state_dict()
-
-
-def _dml_load(strategy, state, done_exps) -> None:
-    strategy.load_dml_state_dict(state)
-
-
-# --- LwM ----------------------------------------------------------------------
-
-
 def build_lwm(ctx: StrategyContext) -> SupervisedTemplate:
-    kwargs = _common(ctx)
+    kwargs = common_kwargs(ctx)
     plugin = LwMPlugin(
         beta=_cfg(ctx, "lwm_beta", 1.0),
         gamma=_cfg(ctx, "lwm_gamma", 1.0),
@@ -105,20 +78,13 @@ def _lwm_plugin(strategy) -> LwMPlugin:
     return next(p for p in strategy.plugins if isinstance(p, LwMPlugin))
 
 
-def _lwm_state(strategy) -> dict:
-    return _lwm_plugin(strategy).state_dict()
-
-
-def _lwm_load(strategy, state, done_exps) -> None:
-    _lwm_plugin(strategy).load_state_dict(state, strategy.model)
-
-
 register(Method("hpo", build_hpo,
                 "HPO: fine-tuning, lr searched per step on validation data at momentum 0 (Li et al. 2020)",
-                _hpo_state, _hpo_load))
+                lambda s: s.hpo_state_dict(), lambda s, state, done: s.load_hpo_state_dict(state)))
 register(Method("dml", build_dml,
                 "DML: two students, CE + mutual KL, the better on validation kept (Zhang et al. 2018)",
-                _dml_state, _dml_load))
+                lambda s: s.dml_state_dict(), lambda s, state, done: s.load_dml_state_dict(state)))
 register(Method("lwm", build_lwm,
                 "LwM: logit + Grad-CAM attention distillation from the previous model (Dhar et al. 2019)",
-                _lwm_state, _lwm_load))
+                lambda s: _lwm_plugin(s).state_dict(),
+                lambda s, state, done: _lwm_plugin(s).load_state_dict(state, s.model)))

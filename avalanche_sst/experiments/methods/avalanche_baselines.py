@@ -1,0 +1,176 @@
+"""Avalanche's own strategies as sweep methods: fine-tuning (Naive), LwF, EWC,
+Cumulative, Replay and RWalk, with the state each keeps outside the model
+saved for resuming a sweep (LwF's teacher, EWC's and RWalk's importances,
+Replay's buffer, Cumulative's concatenation)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
+from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin, RWalkPlugin
+from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.utils import ParamData
+
+from avalanche_sst.experiments.registry import SETTINGS, Method, StrategyContext, common_kwargs, register
+
+INCREMENTAL = ("class_incremental", "task_incremental")
+
+
+def _plugin(strategy, kind):
+    return next(p for p in strategy.plugins if isinstance(p, kind))
+
+
+def _to_tensors(params: dict) -> dict:
+    return {k: p.data.detach().cpu() for k, p in (params or {}).items()}
+
+
+def _to_params(tensors: dict) -> dict:
+    return {k: ParamData(k, t.shape, init_tensor=t) for k, t in tensors.items()}
+
+
+# --- fine-tuning ----------------------------------------------------------------
+
+
+def build_finetune(ctx: StrategyContext, epochs: tuple | None = None) -> Naive:
+    """``epochs``: per-step epochs instead of the preset's (e.g. a compute-matched budget)."""
+    return Naive(model=ctx.model, **common_kwargs(ctx, tuple(epochs) if epochs else None))
+
+
+# --- LwF: the previous model is the teacher ---------------------------------------
+
+
+def build_lwf(ctx: StrategyContext, alpha: float | None = None, temperature: float | None = None) -> LwF:
+    cfg = ctx.config
+    return LwF(model=ctx.model, alpha=cfg.lwf_alpha if alpha is None else alpha,
+               temperature=cfg.lwf_temperature if temperature is None else temperature, **common_kwargs(ctx))
+
+
+def _lwf_state(strategy) -> dict:
+    lwf = _plugin(strategy, LwFPlugin).lwf
+    state = {"expcount": lwf.expcount}
+    if lwf.prev_model is not None:
+        state["prev_model"] = lwf.prev_model.state_dict()
+    state["prev_classes"] = {int(t): sorted(int(c) for c in cs) for t, cs in lwf.prev_classes_by_task.items()}
+    return state
+
+
+def _lwf_load(strategy, state, done_exps) -> None:
+    lwf = _plugin(strategy, LwFPlugin).lwf
+    lwf.expcount = int(state["expcount"])
+    if "prev_model" in state:
+        lwf.prev_model = copy.deepcopy(strategy.model)
+        lwf.prev_model.load_state_dict(state["prev_model"])
+    lwf.prev_classes_by_task.clear()
+    for t, cs in state["prev_classes"].items():
+        lwf.prev_classes_by_task[int(t)] = set(cs)
+
+
+# --- EWC: saved parameters and Fisher importances per experience -----------------
+
+
+def build_ewc(ctx: StrategyContext, ewc_lambda: float | None = None) -> EWC:
+    lam = ctx.config.ewc_lambda if ewc_lambda is None else ewc_lambda
+    return EWC(model=ctx.model, ewc_lambda=lam, **common_kwargs(ctx))
+
+
+def _ewc_state(strategy) -> dict:
+    ewc = _plugin(strategy, EWCPlugin)
+    return {"saved_params": {int(t): _to_tensors(ps) for t, ps in ewc.saved_params.items()},
+            "importances": {int(t): _to_tensors(ps) for t, ps in ewc.importances.items()}}
+
+
+def _ewc_load(strategy, state, done_exps) -> None:
+    ewc = _plugin(strategy, EWCPlugin)
+    for name in ("saved_params", "importances"):
+        target = getattr(ewc, name)
+        target.clear()
+        target.update({int(t): _to_params(ps) for t, ps in state[name].items()})
+
+
+# --- Cumulative: rebuild the concatenation of the finished experiences ------------
+
+
+def _cumulative_load(strategy, state, done_exps) -> None:
+    strategy.dataset = None
+    for exp in done_exps:
+        data = exp.dataset
+        strategy.dataset = data if strategy.dataset is None else strategy.dataset.concat(data)
+
+
+# --- Replay: an experience-balanced buffer, refilled deterministically on resume --
+
+
+class SeededBufferUpdate(SupervisedPlugin):
+    """Seeds the global RNG right before Avalanche's ReplayPlugin samples its buffer.
+
+    The buffer's reservoir sampling draws from the global RNG after a whole
+    step of training; seeding it per experience makes the buffer a function of
+    (seed, experience), so a resumed run refills it exactly.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def reseed(self, experience_id: int) -> None:
+        torch.manual_seed(self.seed * 1000 + 500 + experience_id)
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.reseed(strategy.experience.current_experience)
+
+
+def build_replay(ctx: StrategyContext, mem_size: int = 200) -> Replay:
+    kwargs = common_kwargs(ctx)
+    kwargs["plugins"] = [SeededBufferUpdate(ctx.seed), *kwargs["plugins"]]  # before the ReplayPlugin
+    return Replay(model=ctx.model, mem_size=mem_size, **kwargs)
+
+
+def _replay_load(strategy, state, done_exps) -> None:
+    seeding = _plugin(strategy, SeededBufferUpdate)
+    policy = _plugin(strategy, ReplayPlugin).storage_policy
+    for exp in done_exps:
+        seeding.reseed(exp.current_experience)
+        policy.post_adapt(strategy, exp)
+
+
+# --- RWalk (Chaudhry et al. 2018) ---------------------------------------------------
+
+# exp_importance is not saved: after an experience Avalanche's RWalk aliases it to
+# iter_importance (the same dict, which later iterations update), and so must a resume.
+_RWALK_STATE = ("iter_grad", "iter_importance", "exp_params", "exp_scores", "exp_penalties")
+
+
+def build_rwalk(ctx: StrategyContext, ewc_lambda: float = 0.1, ewc_alpha: float = 0.9, delta_t: int = 10):
+    kwargs = common_kwargs(ctx)
+    kwargs["plugins"] = [RWalkPlugin(ewc_lambda=ewc_lambda, ewc_alpha=ewc_alpha, delta_t=delta_t),
+                         *kwargs["plugins"]]
+    return SupervisedTemplate(model=ctx.model, **kwargs)
+
+
+def _rwalk_state(strategy) -> dict:
+    rwalk = _plugin(strategy, RWalkPlugin)
+    return {name: _to_tensors(getattr(rwalk, name)) for name in _RWALK_STATE if getattr(rwalk, name) is not None}
+
+
+def _rwalk_load(strategy, state, done_exps) -> None:
+    rwalk = _plugin(strategy, RWalkPlugin)
+    for name, tensors in state.items():
+        setattr(rwalk, name, _to_params(tensors))
+    rwalk.exp_importance = rwalk.iter_importance
+
+
+register(Method("finetune", build_finetune,
+                "fine-tuning: Avalanche Naive, each step continues from the previous model", settings=SETTINGS))
+register(Method("lwf", build_lwf, "Learning without Forgetting (Avalanche LwF)", _lwf_state, _lwf_load,
+                settings=SETTINGS))
+register(Method("ewc", build_ewc, "Elastic Weight Consolidation (Avalanche EWC)", _ewc_state, _ewc_load,
+                settings=SETTINGS))
+register(Method("cumulative", lambda ctx: Cumulative(model=ctx.model, **common_kwargs(ctx)),
+                "Cumulative: all data so far (upper bound)", load_state_dict=_cumulative_load, settings=SETTINGS))
+register(Method("replay", build_replay, "Replay: experience-balanced buffer of mem_size samples (Avalanche)",
+                load_state_dict=_replay_load, settings=SETTINGS))
+register(Method("rwalk", build_rwalk, "RWalk: Riemannian walk (Avalanche RWalkPlugin)", _rwalk_state, _rwalk_load,
+                settings=("same_class",) + INCREMENTAL))
