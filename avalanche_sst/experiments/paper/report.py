@@ -1,0 +1,219 @@
+"""The report (``docs/results.md``) from the tables' written files and the papers' numbers.
+
+:func:`write_report` turns ``<results>/*/<table>.csv`` and
+``docs/paper_numbers.csv`` into ``docs/results.md``: per table, our table,
+the paper's numbers, the command, seeds and times, and one generated sentence
+on whether the paper's ordering held (:func:`~.stats.table_ordering`); tables
+are grouped by paper (a heading per paper once more than one has tables).
+:func:`archive_tables` copies the generated files (no checkpoints) next to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping, Optional
+
+from avalanche_sst.experiments.paper.fig3 import FIG3_KEYS
+from avalanche_sst.experiments.paper.formatting import markdown, models_text, read_runs_csv, read_table_csv
+from avalanche_sst.experiments.paper.runner import default_command
+from avalanche_sst.experiments.paper.specs import (PAPERS, TABLES, TableSpec, resolve_overrides, sweep_dirname,
+                                                   tables_by_paper)
+from avalanche_sst.experiments.paper.stats import ALPHA, PaperNumber, load_paper_numbers, paper_cells, table_ordering
+
+
+def cpu_seconds(table_dir: Path) -> float:
+    """Sum of the runs' seconds over every ``runs.csv`` under ``table_dir`` (one value per run)."""
+    total = 0.0
+    for path in sorted(Path(table_dir).rglob("runs.csv")):
+        total += sum({(r["method"], r["seed"]): r["seconds"] for r in read_runs_csv(path)}.values())
+    return total
+
+
+def our_cells(spec: TableSpec, table_dir: Path) -> dict[tuple[str, str], tuple]:
+    """Our cells as ``(mean, std, n)`` at full precision from ``<table>.json``, else ``(mean, std)`` from the CSV."""
+    meta_path = Path(table_dir) / f"{spec.id}.json"
+    if meta_path.exists():
+        cells = json.loads(meta_path.read_text()).get("cells")
+        if cells:
+            return {(c["row"], c["col"]): (c["mean"], c["std"], c["n"]) for c in cells}
+    return read_table_csv(Path(table_dir) / f"{spec.id}.csv")[1]
+
+
+def seed_values(spec: TableSpec, table_dir: Path, preset_name: str) -> dict[tuple[str, str], dict[int, float]]:
+    """Each cell's value per seed, read back from the runs' CSVs: ``{(row, col): {seed: value}}``."""
+    table_dir = Path(table_dir)
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    if spec.kind == "fig3":
+        path = table_dir / "fig3_means.csv"
+        if not path.exists():
+            return out
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                for col, (key, scale) in FIG3_KEYS.items():
+                    out.setdefault((r["network"], col), {})[int(r["seed"])] = scale * float(r[key])
+        return out
+    runs: dict[str, list[dict]] = {}
+    for c in spec.cells:
+        name = sweep_dirname(resolve_overrides(c, preset_name))
+        if name not in runs:
+            path = table_dir / name / "runs.csv"
+            runs[name] = read_runs_csv(path) if path.exists() else []
+        for r in runs[name]:
+            if r["method"] == c.method and r["step"] == c.step:
+                out.setdefault((c.row, c.col), {})[r["seed"]] = 100.0 * r["top1"]
+    return out
+
+
+def time_text(meta: Mapping, table_dir: Path) -> str:
+    """The table's time: its command's wall clock and process CPU time when recorded, else the runs' sum."""
+    parts = []
+    if "wall_seconds" in meta:
+        threads = meta.get("threads")
+        n = len(meta.get("invocations", ()))
+        parts.append(f"wall time {meta['wall_seconds']:.0f} s" + (f" on {threads} thread(s)" if threads else "")
+                     + (f" over {n} invocations" if n > 1 else ""))
+    if "cpu_seconds" in meta:
+        parts.append(f"process CPU time {meta['cpu_seconds']:.0f} s")
+    runs = cpu_seconds(table_dir)
+    if runs:
+        parts.append(f"sum of the runs' own seconds {runs:.0f} s")
+    return "; ".join(parts) or "time not recorded"
+
+
+def archive_tables(results_root: str | Path, dest: str | Path) -> list[Path]:
+    """Copy each finished table's generated files (not its checkpoints or TensorBoard logs) to ``dest``.
+
+    Per table: ``<table>.md/.csv/.json`` and figures; per sweep: its ``table.*``, ``runs.csv``,
+    ``preset.json`` and ``accuracy.png``. Returns the copied paths.
+    """
+    results_root, dest = Path(results_root), Path(dest)
+    keep_sweep = {"table.md", "table.csv", "runs.csv", "preset.json", "accuracy.png"}
+    copied = []
+    for table_id in TABLES:
+        src = results_root / table_id
+        if not (src / f"{table_id}.csv").exists():
+            continue
+        files = [f for f in src.iterdir() if f.is_file() and f.suffix in {".md", ".csv", ".json", ".png"}]
+        files += [f for d in sorted(src.glob("sweep*")) if d.is_dir() for f in d.iterdir() if f.name in keep_sweep]
+        for f in sorted(files):
+            target = dest / f.relative_to(results_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+            copied.append(target)
+    return copied
+
+
+def _csv_markdown(path: Path) -> str:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return markdown(rows[0], rows[1:])
+
+
+def _paper_markdown(spec: TableSpec, pc: Mapping[tuple[str, str], PaperNumber]) -> Optional[str]:
+    if not pc:
+        return None
+    rows = [r for r in dict.fromkeys(k[0] for k in pc)]
+    cols = [c for c in dict.fromkeys(k[1] for k in pc)]
+    body = []
+    for r in rows:
+        line = [r]
+        for c in cols:
+            p = pc.get((r, c))
+            line.append("" if p is None else (f"{p.value:.2f} ± {p.std:.2f}" if p.std is not None else f"{p.value:g}"))
+        body.append(line)
+    return markdown([spec.corner, *cols], body)
+
+
+def write_report(results_root: str | Path = "results/paper", paper_csv: str | Path = "docs/paper_numbers.csv",
+                 out: str | Path = "docs/results.md", preset_name: str = "cpu",
+                 figures_root: str | Path | None = None) -> str:
+    """Generate ``docs/results.md`` from the written tables and the paper's numbers.
+
+    :param figures_root: where the tables' PNGs are linked from (e.g. the :func:`archive_tables`
+        copy next to the report); default ``results_root``.
+    """
+    results_root, out = Path(results_root), Path(out)
+    figures_root = Path(figures_root) if figures_root is not None else results_root
+    numbers = load_paper_numbers(paper_csv)
+    groups = tables_by_paper()
+    several = len(groups) > 1  # one paper: no per-paper headings, the report reads as it always did
+    citations = "; ".join(PAPERS[paper].citation for paper in groups)
+    whose = "papers'" if several else "paper's"
+    header_lines = [
+        f"# Results: the {whose} tables, reproduced in kind",
+        "",
+        "Generated by `python experiments/report.py` from "
+        f"`{results_root}/<table>/<table>.csv` and `{paper_csv}`; do not edit by hand.",
+        "Our numbers: Top-1 % on the whole test set, mean ± std (sample std) over the seeds named. "
+        "Times: the table command's wall clock and process CPU time (when recorded), summed over the "
+        "invocations that wrote the table, and the sum of the runs' own seconds in their `runs.csv` "
+        "(what reproducing the table costs; runs redone after a change count once). "
+        f"{'Each' if several else 'The'} paper's numbers are its own ({citations}), on its datasets and networks; "
+        "compare orderings, not values. A pair counts as significant when a paired t-test over the "
+        f"seeds gives p < {ALPHA:g} (Welch's test where the cells share no seeds).",
+        "",
+    ]
+    summary = ["| Table | Pairs in the paper's order | Significant: agreeing / flipped | "
+               "Paper's best is our best | Wall s | Process CPU s | Runs' own s |", "|---|---|---|---|---|---|---|"]
+    sections = []
+    for spec in [s for specs in groups.values() for s in specs]:
+        table_id = spec.id
+        lines = sections
+        if several and spec is groups[spec.paper][0]:
+            paper = PAPERS[spec.paper]
+            lines += [f"# Paper {paper.id}: {paper.citation}" + (f", {paper.title}" if paper.title else ""), ""]
+        lines += [f"## {table_id}: {spec.title}", ""]
+        csv_path = results_root / table_id / f"{table_id}.csv"
+        meta_path = results_root / table_id / f"{table_id}.json"
+        pc = paper_cells(numbers, spec)
+        if not csv_path.exists():
+            lines += ["Not run yet. Run:", "", "```",
+                      default_command(table_id, preset_name, spec.preset(preset_name).seeds, results_root),
+                      "```", ""]
+            continue
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        ours = our_cells(spec, csv_path.parent)
+        lines += [
+            f"Ours (preset `{meta.get('preset', '?')}`: {meta.get('dataset', '?')}, "
+            f"{models_text(meta.get('models', {}))}, ratios {meta.get('ratios', '?')}, "
+            f"seeds {meta.get('seeds', '?')}):",
+            "",
+            _csv_markdown(csv_path),
+            "",
+        ]
+        paper_md = _paper_markdown(spec, pc)
+        if paper_md:
+            lines += [f"Paper ({spec.paper_source}, {spec.paper_setting}):", "", paper_md, ""]
+        else:
+            claims = "; ".join(q for _, _, q in spec.paper_claims)
+            lines += [f"Paper ({spec.paper_source}, {spec.paper_setting}): no numbers given. {claims}.", ""]
+        per_seed = seed_values(spec, csv_path.parent, meta.get("preset", preset_name))
+        res, sentence = table_ordering(spec, ours, numbers, per_seed)
+        best = f"{sum(p == o for p, o in res.best_paper)} of {len(res.best_paper)}" if res.best_paper else "-"
+        cpu = f"{meta['cpu_seconds']:.0f}" if "cpu_seconds" in meta else "not recorded"
+        summary.append(f"| {table_id} | {res.agree} of {res.pairs} | {res.agree_significant} / "
+                       f"{res.flipped_significant} | {best} | {meta.get('wall_seconds', float('nan')):.0f} | {cpu} | "
+                       f"{cpu_seconds(csv_path.parent):.0f} |")
+        lines += [
+            f"Command: `{meta.get('command', '?')}`; seeds {meta.get('seeds', '?')}; {time_text(meta, csv_path.parent)}.",
+            "",
+            f"Ordering: {sentence}",
+            "",
+        ]
+        figures = sorted((figures_root / table_id).rglob("*.png"))
+        if figures:
+            links = ", ".join(f"[{f.relative_to(figures_root / table_id).as_posix()}]"
+                              f"({Path(os.path.relpath(f, out.parent)).as_posix()})" for f in figures)
+            lines += [f"Figures: {links}.", ""]
+    if len(summary) > 2:
+        lines = header_lines + ["## Summary", ""] + summary + [""] + sections
+    else:
+        lines = header_lines + sections
+    text = "\n".join(lines)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text

@@ -1,0 +1,110 @@
+"""Running a paper table: its sweeps (or Fig. 3) and its paper-shaped files.
+
+:func:`run_table` runs the table's sweep(s) with
+:func:`~avalanche_sst.experiments.sweep.run_sweep` (one per distinct set of
+preset overrides, e.g. one per model depth) into ``<out_root>/<table_id>/``
+and writes ``<table_id>.md`` / ``.csv`` / ``.json`` there: the paper-shaped
+table, cells "mean ± std" (sample std) over seeds computed from the runs' own
+numbers, plus the command, seeds and times.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+import torch
+
+from avalanche_sst.experiments.paper.fig3 import run_fig3
+from avalanche_sst.experiments.paper.formatting import write_table
+from avalanche_sst.experiments.paper.specs import TABLES, resolve_overrides, sweep_dirname, sweep_groups
+from avalanche_sst.experiments.tables import mean_std
+
+
+def default_command(table_id: str, preset_name: str, seeds: Sequence[int], out_root) -> str:
+    return (f"python experiments/paper_tables.py {table_id} --preset {preset_name} "
+            f"--seeds {' '.join(str(s) for s in seeds)} --out {out_root}")
+
+
+def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "results/paper", data=None,
+              seeds: Optional[Sequence[int]] = None, command: Optional[str] = None,
+              preset_changes: Optional[Mapping] = None, log: Callable[[str], None] = print) -> dict:
+    """Run one paper table (its sweeps, or Fig. 3) and write its paper-shaped files.
+
+    :param data: ``(train, test)`` datasets to use instead of loading ``preset.dataset``.
+    :param seeds: override the preset's seeds.
+    :param preset_changes: other ``Preset`` fields to override (e.g. ``data_root``, ``device``).
+    :returns: ``{"dir", "md", "csv", "json", "cells": {(row, col): (mean, std, n)}}``.
+    """
+    if table_id not in TABLES:
+        raise ValueError(f"unknown table {table_id!r}; choose from {list(TABLES)}")
+    spec = TABLES[table_id]
+    preset = spec.preset(preset_name, seeds)
+    if preset_changes:
+        preset = preset.replace(**dict(preset_changes))
+    out_dir = Path(out_root) / table_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = command or default_command(table_id, preset_name, preset.seeds, out_root)
+    if data is None:
+        from avalanche_sst.experiments.sweep import load_dataset
+
+        data = load_dataset(preset.dataset, preset.data_root)
+    t0, c0 = time.perf_counter(), time.process_time()
+    if spec.kind == "fig3":
+        cells, sweeps, models = run_fig3(spec, preset, out_dir, data, log)
+    else:
+        cells, sweeps, models = _run_sweeps(spec, preset, preset_name, out_dir, data, command, log)
+    this = {"command": command, "wall_seconds": round(time.perf_counter() - t0, 1),
+            # all threads of this process
+            "cpu_seconds": round(time.process_time() - c0, 1), "threads": torch.get_num_threads()}
+    invocations = _previous_invocations(out_dir / f"{table_id}.json") + [this]
+    meta = {
+        "table": table_id, "title": spec.title, "preset": preset_name, "preset_name": preset.name,
+        "seeds": list(preset.seeds), "command": command, "dataset": preset.dataset, "models": models,
+        "ratios": list(preset.ratios), "train_fraction": preset.train_fraction,
+        "paper_setting": spec.paper_setting, "sweeps": sweeps,
+        # a resumed table sums every invocation that wrote it (runs redone after a change included)
+        "invocations": invocations,
+        "wall_seconds": round(sum(i["wall_seconds"] for i in invocations), 1),
+        "threads": this["threads"],
+    }
+    if all(i.get("cpu_seconds") is not None for i in invocations):
+        meta["cpu_seconds"] = round(sum(i["cpu_seconds"] for i in invocations), 1)
+    paths = write_table(spec, cells, meta, out_dir)
+    return {**paths, "dir": out_dir, "cells": cells}
+
+
+def _previous_invocations(meta_path: Path) -> list[dict]:
+    """The timing of the invocations that wrote an earlier ``<table>.json`` (older files: one)."""
+    if not meta_path.exists():
+        return []
+    prev = json.loads(meta_path.read_text())
+    if "invocations" in prev:
+        return list(prev["invocations"])
+    if "wall_seconds" not in prev:
+        return []
+    return [{"command": prev.get("command"), "wall_seconds": prev["wall_seconds"],
+             "cpu_seconds": prev.get("cpu_seconds"), "threads": prev.get("threads")}]
+
+
+def _run_sweeps(spec, preset, preset_name, out_dir, data, command, log):
+    from avalanche_sst.experiments.sweep import run_sweep
+
+    per_run: dict[tuple, list[list[float]]] = {}  # (overrides, method) -> per-seed accuracies
+    sweeps, models = [], {}
+    for overrides, methods in sweep_groups(spec, preset_name).items():
+        sp = preset.replace(methods=methods, **dict(overrides))
+        name = sweep_dirname(overrides)
+        sweeps.append(name)
+        models[name] = sp.model
+        results = run_sweep(sp, out_dir / name, data=data, log=log, command=command)
+        for r in results:
+            per_run.setdefault((overrides, r.method), []).append([100.0 * a for a in r.accuracies])
+    cells = {}
+    for c in spec.cells:
+        runs = per_run[resolve_overrides(c, preset_name), c.method]
+        values = [acc[c.step - 1] for acc in runs]
+        cells[c.row, c.col] = (*mean_std(values), len(values))
+    return cells, sweeps, models

@@ -1,0 +1,150 @@
+"""What a paper table is: :class:`Cell`, :class:`TableSpec`, and the registries of papers and tables.
+
+A paper's table definitions live in one module of this package (``sst_tables``
+for the SST paper, seed 000) that calls :func:`register_paper` once and
+:func:`register` per table at import; the package ``__init__`` imports it.
+Everything else (running, writing, the report) reads :data:`TABLES`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from avalanche_sst.experiments.presets import Preset
+
+PRESET_NAMES = ("cpu", "paper", "tiny")
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper whose tables the library reproduces.
+
+    ``id`` is its seed number (``"000"`` for the SST paper); ``citation`` is how
+    the report names it (e.g. ``"Lee & Kim 2023"``).
+    """
+
+    id: str
+    citation: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a paper table: the accuracy of ``method`` after ``step`` (1-based).
+
+    ``overrides`` are ``Preset`` fields for this cell's sweep, as ``(field,
+    value)`` pairs; a value may be a dict keyed by preset name (``cpu``,
+    ``paper``, ``tiny``). Cells with equal (resolved) overrides share a sweep.
+    """
+
+    row: str
+    col: str
+    method: str
+    step: int
+    overrides: tuple = ()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    id: str
+    title: str
+    varies: str  # what the paper varies
+    corner: str  # header of the row-label column
+    rows: tuple[str, ...]  # the paper's row labels, in order
+    columns: tuple[str, ...]  # the paper's column labels, in order
+    cells: tuple[Cell, ...]
+    presets: Mapping[str, Preset]
+    paper_setting: str  # the ``setting`` of its rows in docs/paper_numbers.csv
+    paper_source: str  # where in the paper
+    paper: str  # the :class:`Paper` id it reproduces, e.g. "000"
+    order: str = "rows"  # pairs compared for the ordering sentence: within each row, or "all" cells
+    gain: Optional[str] = None  # "row": a Gain(%) row vs the first column; "col": a Gain(%) column
+    kind: str = "sweep"  # or "fig3"
+    # Paper orderings stated in words (no numbers), as ((row, col) higher, (row, col) lower, quote).
+    paper_claims: tuple = ()
+    notes: tuple[str, ...] = ()
+    decimals: tuple = ()  # (column, decimals) where not 2
+
+    def preset(self, name: str, seeds: Optional[Sequence[int]] = None) -> Preset:
+        if name not in self.presets:
+            raise ValueError(f"{self.id}: unknown preset {name!r}; choose from {sorted(self.presets)}")
+        p = self.presets[name]
+        return p.replace(seeds=tuple(int(s) for s in seeds)) if seeds else p
+
+    def cell(self, row: str, col: str) -> Optional[Cell]:
+        for c in self.cells:
+            if c.row == row and c.col == col:
+                return c
+        return None
+
+    def methods(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.method for c in self.cells))
+
+
+PAPERS: dict[str, Paper] = {}
+TABLES: dict[str, TableSpec] = {}
+
+
+def register_paper(paper: Paper) -> Paper:
+    if paper.id in PAPERS and PAPERS[paper.id] != paper:
+        raise ValueError(f"paper id {paper.id!r} is already registered as {PAPERS[paper.id]}")
+    PAPERS[paper.id] = paper
+    return paper
+
+
+def register(spec: TableSpec) -> TableSpec:
+    """Add ``spec`` to :data:`TABLES`; its paper must be registered and its id unused."""
+    if spec.paper not in PAPERS:
+        raise ValueError(f"{spec.id}: paper {spec.paper!r} is not registered; call register_paper() first "
+                         f"(registered: {sorted(PAPERS)})")
+    if spec.id in TABLES:
+        raise ValueError(f"table id {spec.id!r} is already registered (paper {TABLES[spec.id].paper}); "
+                         "give the table a paper-specific id, e.g. 'm2kd_table1'")
+    TABLES[spec.id] = spec
+    return spec
+
+
+def tables_by_paper() -> dict[str, list[TableSpec]]:
+    """The registered tables grouped by paper id (ids sorted), each group in registration order."""
+    groups: dict[str, list[TableSpec]] = {}
+    for spec in TABLES.values():
+        groups.setdefault(spec.paper, []).append(spec)
+    return {paper: groups[paper] for paper in sorted(groups)}
+
+
+def preset_set(table_id: str, cpu: Preset, paper: Preset, tiny: Preset) -> dict[str, Preset]:
+    """A table's three presets, each named after the table (``table1-cpu``, ...)."""
+    return {
+        "cpu": cpu.replace(name=f"{table_id}-cpu"),
+        "paper": paper.replace(name=f"{table_id}-paper"),
+        "tiny": tiny.replace(name=f"{table_id}-tiny"),
+    }
+
+
+def resolve_overrides(cell: Cell, preset_name: str) -> tuple:
+    out = []
+    for key, value in cell.overrides:
+        if isinstance(value, Mapping):
+            value = value[preset_name]
+        out.append((key, value))
+    return tuple(sorted(out))
+
+
+def sweep_groups(spec: TableSpec, preset_name: str) -> dict[tuple, tuple[str, ...]]:
+    """The table's sweeps: resolved overrides -> the methods run under them, in cell order."""
+    groups: dict[tuple, list[str]] = {}
+    for c in spec.cells:
+        methods = groups.setdefault(resolve_overrides(c, preset_name), [])
+        if c.method not in methods:
+            methods.append(c.method)
+    return {k: tuple(v) for k, v in groups.items()}
+
+
+def sweep_dirname(overrides: tuple) -> str:
+    """The folder of the sweep run under ``overrides``, inside the table's folder."""
+    if not overrides:
+        return "sweep"
+    text = "_".join(f"{k}={v}" for k, v in overrides)
+    return "sweep_" + re.sub(r"[^A-Za-z0-9._=+-]+", "_", text)
