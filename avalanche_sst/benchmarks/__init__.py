@@ -1,7 +1,8 @@
-"""Datasets and the same-class accumulating scenario."""
+"""Datasets, the same-class accumulating scenario and the class-split scenarios."""
 
 from .same_class import same_class_accumulating, stratified_split, inject_label_noise
 from .tensor_data import BatchCollate, TensorImageDataset, random_crop_flip
+from .scenarios import SETTINGS, class_incremental, new_class, permuted, task_incremental, unseen_class
 
 try:  # datasets.py is optional while it is being written
     from .datasets import (

@@ -53,6 +53,16 @@ def _targets_of(dataset, name: str) -> torch.Tensor:
     return torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets).long()
 
 
+def check_test_classes(train_targets: torch.Tensor, test_targets: torch.Tensor) -> None:
+    """Raise if ``test`` holds a class that ``train`` never shows (no model could learn it)."""
+    missing = sorted(set(test_targets.tolist()) - set(train_targets.tolist()))
+    if missing:
+        raise ValueError(
+            f"test holds classes {missing} that train lacks: a model cannot learn them; "
+            "drop those samples from test or pass a training set that holds them"
+        )
+
+
 def _proportional_counts(n: int, weights: Sequence[float]) -> list[int]:
     """Split ``n`` items by ``weights`` (largest remainder; each part >= 1)."""
     total = float(sum(weights))
@@ -105,6 +115,44 @@ def inject_label_noise(
     offset = torch.randint(1, num_classes, (n_noisy,), generator=generator)
     noisy[which] = (targets[which] + offset) % num_classes
     return noisy
+
+
+def classification_dataset(
+    base: Dataset,
+    indices: torch.Tensor,
+    targets: torch.Tensor,
+    task_label: int,
+    augment: bool,
+    data_path: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    padding: int,
+    image_size: int,
+):
+    """``base[indices]`` with ``targets``, as an Avalanche task-aware classification dataset.
+
+    ``data_path="batched"``: uint8 samples, augmentation (``augment``) and
+    normalisation done on the whole batch by :class:`BatchCollate`;
+    ``"per_sample"``: the torchvision pipeline per sample.
+    """
+    data = RelabelledSubset(base, indices, targets)
+    if data_path == "batched":
+        return _make_taskaware_classification_dataset(
+            data,
+            task_labels=task_label,
+            targets=data.targets,
+            collate_fn=BatchCollate(mean, std, augment=augment, padding=padding),
+        )
+    tf = per_sample_transforms(mean, std, augment, image_size, padding)
+    return _make_taskaware_classification_dataset(
+        data,
+        task_labels=task_label,
+        targets=data.targets,
+        transform_groups={
+            "train": (tf, None),
+            "eval": (per_sample_transforms(mean, std, False, image_size), None),
+        },
+    )
 
 
 def _channel_stats(train: Dataset) -> tuple[list[float], list[float]]:
@@ -163,6 +211,7 @@ def same_class_accumulating(
     _validate(ratios, validation_fraction, label_noise, data_path)
     train_targets = _targets_of(train, "train")
     test_targets = _targets_of(test, "test")
+    check_test_classes(train_targets, test_targets)
     num_classes = int(max(train_targets.max(), test_targets.max())) + 1
     if mean is None or std is None:
         mean, std = _channel_stats(train)
@@ -184,23 +233,9 @@ def same_class_accumulating(
     image_size = int(test[0][0].shape[-1])
 
     def wrap(base, idx, targets, augment_this):
-        data = RelabelledSubset(base, idx, targets)
-        if data_path == "batched":
-            return _make_taskaware_classification_dataset(
-                data,
-                task_labels=0,
-                targets=data.targets,
-                collate_fn=BatchCollate(mean, std, augment=augment_this, padding=padding),
-            )
-        tf = per_sample_transforms(mean, std, augment_this, image_size, padding)
-        return _make_taskaware_classification_dataset(
-            data,
-            task_labels=0,
-            targets=data.targets,
-            transform_groups={
-                "train": (tf, None),
-                "eval": (per_sample_transforms(mean, std, False, image_size), None),
-            },
+        return classification_dataset(
+            base, idx, targets, task_label=0, augment=augment_this, data_path=data_path,
+            mean=mean, std=std, padding=padding, image_size=image_size,
         )
 
     streams = {

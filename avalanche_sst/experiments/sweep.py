@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
+from avalanche.models.dynamic_modules import avalanche_model_adaptation
 
 from avalanche_sst.benchmarks import stratified_split
 from avalanche_sst.benchmarks.same_class import RelabelledSubset
@@ -89,14 +90,11 @@ def build_benchmark(preset: Preset, seed: int, data=None):
 def build_model(preset: Preset, benchmark, seed: int) -> torch.nn.Module:
     from avalanche_sst.models import build_model as build
 
-    in_channels = int(benchmark.test_stream[0].dataset[0][0].shape[0])
+    image = benchmark.test_stream[0].dataset[0][0]
     torch.manual_seed(seed)  # same initialisation for every method of this seed
-    model = build(preset.model, num_classes=benchmark.num_classes, in_channels=in_channels)
-    if getattr(benchmark, "setting", None) == "task_incremental" and preset.multi_head:
-        from avalanche_sst.models import multi_head
-
-        model = multi_head(model)
-    return model
+    multi = getattr(benchmark, "setting", None) == "task_incremental" and preset.multi_head
+    return build(preset.model, num_classes=benchmark.num_classes, in_channels=int(image.shape[0]),
+                 image_size=int(image.shape[-1]), multi_head=multi)
 
 
 def method_for(preset: Preset, name: str) -> Method:
@@ -157,7 +155,8 @@ def run_one(
         start_step = int(state["step"])
         scores = [dict(s) for s in state["scores"]]
         seconds = float(state["seconds"])
-        if method.rebuild_model is not None:  # e.g. a grown head or a pruned student: shape before weights
+        _replay_adaptation(strategy.model, train_stream[:start_step], benchmark.test_stream)
+        if method.rebuild_model is not None:
             method.rebuild_model(strategy, state["method"])
         strategy.model.load_state_dict(state["model"])
         method.load_state_dict(strategy, state["method"], train_stream[:start_step])
@@ -204,6 +203,18 @@ def _read_done(done_file: Path, method: str = "", seed: int = 0) -> RunResult:
     return RunResult(method, seed, d["accuracies"], d["seconds"], scores)
 
 
+def _replay_adaptation(model, done_train, test_stream) -> None:
+    """Shape before weights: Avalanche's dynamic modules (multi-head, incremental
+    classifiers) grow at each training experience (in training mode) and at each
+    evaluation (a head per task of the test stream); replay both, in the run's order."""
+    for exp in done_train:
+        model.train()
+        avalanche_model_adaptation(model, exp)
+        model.eval()
+        for test_exp in test_stream:
+            avalanche_model_adaptation(model, test_exp)
+
+
 def _close_loggers(strategy) -> None:
     for logger in getattr(strategy.evaluator, "loggers", []):
         close = getattr(logger, "close", None)
@@ -222,26 +233,52 @@ def run_sweep(
     extra_plugins: Callable[[str, int], Sequence] = lambda method, seed: (),
     log: Callable[[str], None] = print,
     command: Optional[str] = None,
+    workers: Optional[int] = 1,
+    address: Optional[str] = None,
+    gpus_per_run: float = 0.0,
+    threads_per_run: Optional[int] = None,
+    progress: Optional[bool] = None,
+    progress_file=None,
 ) -> list[RunResult]:
-    """Run every method of ``preset`` for every seed; write the tables."""
+    """Run every method of ``preset`` for every seed; write the tables.
+
+    Each (method, seed) run is one task of :func:`~avalanche_sst.experiments.executor.make_executor`
+    (``workers=1``: in this process; more, or ``address``: Ray tasks), with
+    ``threads_per_run`` torch threads (default: ``preset.num_threads``, else 1) in every executor,
+    so any executor gives the same table. ``progress`` draws the live bars on ``progress_file``
+    (default: only when stderr is a terminal).
+    """
+    from avalanche_sst.experiments.executor import make_executor
+    from avalanche_sst.experiments.progress import ProgressDisplay
+    from avalanche_sst.experiments.versions import environment_versions
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if preset.num_threads:
-        torch.set_num_threads(preset.num_threads)
-    if preset.flush_denormal:
-        torch.set_flush_denormal(True)
-    if preset.keep_freed_memory:
-        keep_freed_memory(True)
+    threads = threads_per_run or preset.num_threads or 1
+    executor = make_executor(workers, address, gpus_per_run, threads)  # bad arguments fail before any work
     check_methods(preset)
-    (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))
+    (out / "preset.json").write_text(json.dumps(
+        {**preset.to_dict(), "versions": environment_versions(),
+         "executor": {"workers": executor.workers, "address": address, "gpus_per_run": gpus_per_run,
+                      "threads_per_run": threads}}, indent=2))
     if data is None:
         data = load_dataset(preset.dataset, preset.data_root)
-    results = []
+    jobs = [(name, seed) for seed in preset.seeds for name in preset.methods]
+
+    def run(job, data, ctx):  # in the worker: its process settings, its own benchmark, one run
+        name, seed = job
+        if preset.flush_denormal:
+            torch.set_flush_denormal(True)
+        if preset.keep_freed_memory:
+            keep_freed_memory(True)
+        benchmark = build_benchmark(preset, seed, data)  # seeded: the same split in every worker
+        plugins = [*extra_plugins(name, seed), ctx.progress_plugin(len(benchmark.train_stream))]
+        return run_one(preset, name, seed, benchmark, out, plugins, ctx.log)
+
     t0 = time.perf_counter()
-    for seed in preset.seeds:
-        benchmark = build_benchmark(preset, seed, data)
-        for name in preset.methods:
-            results.append(run_one(preset, name, seed, benchmark, out, extra_plugins(name, seed), log))
+    with ProgressDisplay(len(jobs), file=progress_file, enabled=progress, log=log) as display:
+        results = executor.map(run, jobs, [f"{name} seed {seed}" for name, seed in jobs], shared=data,
+                               report=display)
     write_tables(results, out, preset, command=command, wall_seconds=time.perf_counter() - t0)
     return results
 
@@ -261,6 +298,8 @@ def collect_finished(preset: Preset, out: str | Path) -> tuple[list[RunResult], 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from avalanche_sst.experiments.executor import add_executor_arguments, executor_options
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     parser.add_argument("--out", default=None, help="output folder (default: results/<preset>)")
@@ -274,6 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="set any preset field, e.g. --set ratios=1,2,3,4 label_noise=0.1 scenario=class_incremental")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs that have finished and list the others")
+    add_executor_arguments(parser)
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
     changes = {k: v for k, v in {
@@ -294,7 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f.write(f"\nNot finished yet (rerun the command to resume them): {', '.join(missing)}.\n")
         print((out / "table.md").read_text())
         return 0
-    run_sweep(preset, out, command=command.strip())
+    run_sweep(preset, out, command=command.strip(), **executor_options(args))
     print((out / "table.md").read_text())
     return 0
 

@@ -40,8 +40,9 @@ def single_head_model(ctx: StrategyContext) -> nn.Module:
     if bench is None:
         raise ValueError("a multi-head ctx.model needs ctx.benchmark to rebuild a single-head network; "
                          "set the preset's multi_head=False")
-    in_channels = int(bench.test_stream[0].dataset[0][0].shape[0])
-    return build_model(ctx.config.model, num_classes=bench.num_classes, in_channels=in_channels)
+    image = bench.test_stream[0].dataset[0][0]
+    return build_model(ctx.config.model, num_classes=bench.num_classes, in_channels=int(image.shape[0]),
+                       image_size=int(image.shape[-1]))
 
 
 def build_adaqpacknet(ctx: StrategyContext, population: int = 16, v_min: float = 0.45, v_max: float = 0.85,

@@ -62,7 +62,12 @@ def _lwf_load(strategy, state, done_exps) -> None:
     lwf.expcount = int(state["expcount"])
     if "prev_model" in state:
         lwf.prev_model = copy.deepcopy(strategy.model)
-        lwf.prev_model.load_state_dict(state["prev_model"])
+        # The teacher was copied before the step's evaluation grew heads for later
+        # tasks: those extra heads are never distilled from, the rest must match.
+        result = lwf.prev_model.load_state_dict(state["prev_model"], strict=False)
+        if result.unexpected_keys or any(".classifiers." not in k and "active_units" not in k
+                                         for k in result.missing_keys):
+            raise RuntimeError(f"LwF teacher does not fit the model: {result}")
     lwf.prev_classes_by_task.clear()
     for t, cs in state["prev_classes"].items():
         lwf.prev_classes_by_task[int(t)] = set(cs)

@@ -29,6 +29,7 @@ from torch import nn
 
 from avalanche_sst.experiments.registry import Method, StrategyContext, common_kwargs, register
 from avalanche_sst.plugins.m2kd import grow_incremental_classifier
+from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
 from avalanche_sst.strategies.m2kd import M2KD, ICaRLExperienceInfo, ICaRLM2KD
 
 SETTINGS = ("class_incremental",)
@@ -40,10 +41,23 @@ def default_finetune_epochs(epochs_scratch: int) -> int:
     return max(1, round(epochs_scratch * PAPER_FINETUNE / PAPER_EPOCHS))
 
 
-def _kwargs(ctx: StrategyContext, extra_epochs: int) -> dict:
+def _kwargs(ctx: StrategyContext, extra_epochs: int, lr_factor: float = 1.0) -> dict:
+    """``common_kwargs`` with ``extra_epochs`` per step and the preset's lrs times ``lr_factor``.
+
+    Every loss here is a sigmoid BCE averaged over the seen units, whose
+    gradient is about 1/C of cross-entropy's; iCaRL (and the paper) answer
+    with lr 2.0. ``lr_factor`` scales the preset's lrs for these methods.
+    """
+    if lr_factor <= 0:
+        raise ValueError(f"lr_factor must be > 0, got lr_factor={lr_factor!r}")
     cfg = ctx.config
-    kwargs = common_kwargs(ctx, (cfg.epochs_scratch + extra_epochs, cfg.epochs_finetune + extra_epochs))
+    epochs = (cfg.epochs_scratch + extra_epochs, cfg.epochs_finetune + extra_epochs)
+    kwargs = common_kwargs(ctx, epochs)
     kwargs.pop("criterion")
+    if lr_factor != 1.0:
+        schedule = kwargs["plugins"][0]
+        kwargs["plugins"][0] = StepwiseCosinePlugin(lrs=[lr * lr_factor for lr in schedule.lrs], epochs=schedule.epochs,
+                                                    step_granularity=schedule.step_granularity)
     return kwargs
 
 
@@ -53,35 +67,37 @@ def _setting(ctx) -> Optional[str]:
 
 def build_m2kd(ctx: StrategyContext, prune_ratio: float = 0.75, alpha: float = 0.5, lam: float = 1.0,
                finetune_epochs: Optional[int] = None, aux_stage: int = 2, teachers: str = "all",
-               weight_decay_first: float = 1e-5, weight_decay_after: float = 0.0) -> M2KD:
+               weight_decay_first: float = 1e-5, weight_decay_after: float = 0.0, lr_factor: float = 1.0) -> M2KD:
     ft = (default_finetune_epochs(ctx.config.epochs_scratch) if finetune_epochs is None else int(finetune_epochs)
           ) if prune_ratio > 0 else 0
     return M2KD(model=ctx.model, prune_ratio=prune_ratio, alpha=alpha, lam=lam, finetune_epochs=ft,
                 aux_stage=aux_stage, teachers=teachers, weight_decay_first=weight_decay_first,
-                weight_decay_after=weight_decay_after, setting=_setting(ctx), **_kwargs(ctx, ft))
+                weight_decay_after=weight_decay_after, setting=_setting(ctx), **_kwargs(ctx, ft, lr_factor))
 
 
-def build_lwf_mc(ctx: StrategyContext, weight_decay: Optional[float] = None) -> M2KD:
+def build_lwf_mc(ctx: StrategyContext, weight_decay: Optional[float] = None, lr_factor: float = 1.0) -> M2KD:
     wd = ctx.config.weight_decay if weight_decay is None else weight_decay
     return M2KD(model=ctx.model, prune_ratio=0.0, lam=0.0, teachers="last", finetune_epochs=0,
-                weight_decay_first=wd, weight_decay_after=wd, setting=_setting(ctx), **_kwargs(ctx, 0))
+                weight_decay_first=wd, weight_decay_after=wd, setting=_setting(ctx), **_kwargs(ctx, 0, lr_factor))
 
 
 def build_icarl_m2kd(ctx: StrategyContext, memory_size: int = 2000, prune_ratio: float = 0.75, alpha: float = 0.5,
-                     lam: float = 1.0, finetune_epochs: Optional[int] = None, teachers: str = "all") -> ICaRLM2KD:
+                     lam: float = 1.0, finetune_epochs: Optional[int] = None, teachers: str = "all",
+                     lr_factor: float = 1.0) -> ICaRLM2KD:
     ft = (default_finetune_epochs(ctx.config.epochs_scratch) if finetune_epochs is None else int(finetune_epochs)
           ) if prune_ratio > 0 else 0
     return ICaRLM2KD(model=ctx.model, memory_size=memory_size, prune_ratio=prune_ratio, alpha=alpha, lam=lam,
-                     finetune_epochs=ft, teachers=teachers, setting=_setting(ctx), **_kwargs(ctx, ft))
+                     finetune_epochs=ft, teachers=teachers, setting=_setting(ctx),
+                     classes_per_exp=getattr(ctx.benchmark, "classes_per_exp", None), **_kwargs(ctx, ft, lr_factor))
 
 
-def build_icarl(ctx: StrategyContext, memory_size: int = 2000) -> ICaRL:
-    """Avalanche's iCaRL on the backbone (``fc`` -> Identity) with a growing sigmoid head."""
+def build_icarl(ctx: StrategyContext, memory_size: int = 2000, lr_factor: float = 1.0) -> ICaRL:
+    """Avalanche's iCaRL: the backbone (``fc`` -> Identity) and its ``fc`` as the sigmoid head
+    over all classes (Avalanche's loss plugin copies the model into a fixed-size teacher)."""
     backbone = ctx.model
-    head = IncrementalClassifier(backbone.fc.in_features, 2)
-    backbone.fc = nn.Identity()
-    kwargs = _kwargs(ctx, 0)
-    kwargs["plugins"] = [ICaRLExperienceInfo(), *kwargs["plugins"]]
+    head, backbone.fc = backbone.fc, nn.Identity()
+    kwargs = _kwargs(ctx, 0, lr_factor)
+    kwargs["plugins"] = [ICaRLExperienceInfo(getattr(ctx.benchmark, "classes_per_exp", None)), *kwargs["plugins"]]
     return ICaRL(feature_extractor=backbone, classifier=head, memory_size=memory_size, buffer_transform=None,
                  fixed_memory=True, **kwargs)
 

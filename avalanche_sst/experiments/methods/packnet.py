@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import torch
 from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasPackNetModule
 from avalanche.training import SynapticIntelligence
 from avalanche.training.plugins import SynapticIntelligencePlugin
