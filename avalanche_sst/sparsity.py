@@ -46,7 +46,9 @@ __all__ = [
     "l1_subgradient",
     "soft_threshold_",
     "reinit_range",
+    "layer_reinit_ranges",
     "draw_reinit_values",
+    "mean_abs_split",
 ]
 
 #: Paper default for Target_r (section IV, Table 1).
@@ -383,6 +385,41 @@ def reinit_range(abs_gammas: Tensor, target_ratio: float, margin: float) -> tupl
     q = torch.tensor([target + m, 1.0 - m], dtype=torch.float64)
     low, high = torch.quantile(values, q, interpolation="linear").tolist()
     return low, high
+
+
+def layer_reinit_ranges(
+    abs_gammas: Sequence[Tensor], target_ratio: float, margin: float
+) -> list[tuple[float, float]]:
+    """Eq. (4) applied to each layer alone: one ``(low, high)`` per layer.
+
+    An option beyond the paper (``reinit_range_scope="layer"``): the range of
+    a layer's re-initialised factors is the ``Target_r + I`` to ``1 - I``
+    quantile span of that layer's own ``|gamma|`` (same quantile definition as
+    :func:`reinit_range`), so a low-scale layer (e.g. a shortcut BN) is not
+    refilled at the scale of the whole network. Example: layer ``0, 0.1, ...,
+    1.0`` and layer ``0, 0.01, ..., 0.04`` at ``Target_r = 0.3, I = 0.1`` ->
+    ``[(0.4, 0.9), (0.016, 0.036)]``.
+    """
+    layers = _as_tensor_list(abs_gammas, "abs_gammas")
+    if not layers:
+        raise ValueError("abs_gammas holds no layer")
+    return [reinit_range(g.detach().reshape(-1), target_ratio, margin) for g in layers]
+
+
+def mean_abs_split(gammas: GammaInput, ratio: float) -> tuple[float, float]:
+    """Mean ``|gamma|`` of the ``ratio`` fraction selected by :func:`select_smallest`
+    (the "useless" factors at ``ratio = Target_r``) and of the rest.
+
+    A diagnostic (does the penalty shrink only the selected factors, as in the
+    paper's Fig. 3?). An empty side gives ``nan``.
+    """
+    layers = _as_tensor_list(gammas)
+    masks = select_smallest(layers, ratio)
+    flat = _flat_abs(layers)
+    mask = torch.cat([m.reshape(-1).to(flat.device) for m in masks]) if masks else flat.bool()
+    selected, rest = flat[mask].double(), flat[~mask].double()
+    return (float(selected.mean()) if selected.numel() else math.nan,
+            float(rest.mean()) if rest.numel() else math.nan)
 
 
 def draw_reinit_values(

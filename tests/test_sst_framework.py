@@ -222,7 +222,8 @@ def test_msl_freezes_classifier_replaces_ce_and_keeps_teacher_in_eval():
     model = tiny_model()
     head_before = copy.deepcopy(classifier(model).state_dict())
     conv_before = model.conv1.weight.detach().clone()
-    plugin = MSLPlugin(update_teacher=False)
+    # A fresh strategy's first experience has no trained teacher: give one (else MSL stands aside).
+    plugin = MSLPlugin(update_teacher=False, teacher=copy.deepcopy(model))
     strategy = _msl_strategy(model, plugin)
     strategy.train(bm.train_stream[0], eval_streams=[])
     for k, v in classifier(model).state_dict().items():
@@ -243,7 +244,7 @@ def test_msl_teacher_replaced_exactly_when_student_validates_better(monkeypatch)
         return next(scripted)
 
     monkeypatch.setattr(msl_module, "accuracy", fake_accuracy)
-    plugin = MSLPlugin(valid_stream=bm.valid_stream)
+    plugin = MSLPlugin(valid_stream=bm.valid_stream, teacher=copy.deepcopy(model))
     snapshots = []
 
     class Snapshot(SupervisedPlugin):
@@ -404,3 +405,85 @@ def test_aod_rebuilds_its_single_group_on_the_student_pair_and_refuses_several_g
                            reinit=False, valid_stream=bm.valid_stream)
     with pytest.raises(ValueError, match="one parameter group"):
         strategy.train(bm.train_stream[1], eval_streams=[])
+
+
+# --- issue 14: MSL's first experience, seeds, quiet phases ---------------------------------------
+
+
+def test_msl_composed_into_lwf_trains_the_first_experience_with_cross_entropy():
+    """The trap of issue 14: MSL in the first experience distilled an untrained model (chance accuracy)."""
+    import warnings
+
+    from avalanche.training import LwF
+
+    bm = tiny_benchmark(parts=(1, 1))
+    model = tiny_model()
+    msl = MSLPlugin(valid_stream=bm.valid_stream)
+    losses = []
+
+    class Losses(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kw):
+            losses.append([])
+
+        def after_training_iteration(self, strategy, **kw):
+            losses[-1].append(float(strategy.loss))
+
+    strategy = LwF(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                   criterion=nn.CrossEntropyLoss(), alpha=1.0, temperature=2.0, train_mb_size=16, train_epochs=4,
+                   evaluator=make_evaluator(), plugins=[SSTPlugin(), ReinitPlugin(), msl, Losses()])
+    head = copy.deepcopy(classifier(model).state_dict())
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        strategy.train(bm.train_stream[0], eval_streams=[])
+    assert sum("no trained teacher" in str(w.message) for w in caught) == 1
+    assert [e.value for e in strategy.sst_events if e.tag == "MSL/skipped"] == [1.0]
+    assert any(not torch.equal(v, classifier(model).state_dict()[k]) for k, v in head.items())  # CE trains the head
+    assert sum(losses[-1]) / len(losses[-1]) < sum(losses[0]) / len(losses[0])
+    assert not hasattr(strategy, "loss_terms")  # MSL's loss never ran
+
+    head = copy.deepcopy(classifier(model).state_dict())
+    strategy.train(bm.train_stream[1], eval_streams=[])
+    assert set(strategy.loss_terms) == {"msl_kd", "msl_at"}  # now eq. 9 is the data loss ...
+    for k, v in classifier(model).state_dict().items():
+        assert torch.equal(v, head[k]), k  # ... with the classifier frozen
+    assert len([e for e in strategy.sst_events if e.tag == "MSL/teacher_update"]) == 4
+
+
+def _first_reinit_draws(seed: int) -> list[torch.Tensor]:
+    """The two AOD students' scaling factors right after re-init in MultiStepSST(seed=seed)."""
+    from avalanche_sst.strategies import StudentPair
+
+    drawn = []
+
+    class Capture(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kw):
+            if isinstance(strategy.model, StudentPair) and not drawn:
+                drawn.extend(torch.cat([f.bn.weight.detach().flatten() for f in scaling_factors(s)])
+                             for s in strategy.model.students)
+
+    bm = tiny_benchmark(parts=(1, 1))
+    strategy = _multi_step(bm, epochs_sst=1, seed=seed, phase_plugins=[Capture()])
+    torch.manual_seed(0)
+    for exp in bm.train_stream:
+        strategy.train(exp)
+    return drawn
+
+
+def test_two_seeds_draw_different_reinit_values_and_one_seed_the_same():
+    a, a_again, b = _first_reinit_draws(0), _first_reinit_draws(0), _first_reinit_draws(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, a_again))
+    assert all(not torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], a[1])  # the two students differ too
+
+
+def test_phase_strategies_do_not_warn_about_missing_loggers():
+    import warnings
+
+    bm = tiny_benchmark(parts=(1, 1))
+    strategy = _multi_step(bm, epochs_sst=1)  # its own evaluator is the user's business
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for exp in bm.train_stream:
+            strategy.train(exp)
+    assert not [w for w in caught if "No loggers specified" in str(w.message)]

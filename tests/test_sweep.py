@@ -112,6 +112,20 @@ def test_sweep_writes_every_file(sweep):
         assert (run_dir / "csv").is_dir()
 
 
+def test_cost_per_step_is_recorded_and_tabulated(sweep):
+    """Fine-tuning costs one sample-pass per training sample and epoch; LwF adds its
+    teacher's forward (1/3) after step 1; EWC its importances (one pass over the part)."""
+    out, preset = sweep["out"], sweep["preset"]
+    runs = {(r["method"], int(r["seed"]), int(r["step"])): float(r["cost"]) for r in read_csv(out / "runs.csv")}
+    n = [len(exp.dataset) for exp in build_benchmark(preset, 0, sweep["data"]).train_stream]
+    assert runs["finetune", 0, 1] == pytest.approx(n[0]) and runs["finetune", 0, 2] == pytest.approx(n[1])
+    assert runs["lwf", 0, 2] == pytest.approx(n[1] * 4 / 3, abs=0.05)  # runs.csv keeps one decimal
+    assert runs["ewc", 0, 2] == pytest.approx(2 * n[1])
+    md = (out / "table.md").read_text()
+    assert "Training cost per step (thousand sample-passes" in md
+    assert f"| finetune | {n[0] / 1000:.2f} | {n[1] / 1000:.2f} |" in md
+
+
 def test_table_rows_columns_and_mean_std_from_runs(sweep):
     out, preset = sweep["out"], sweep["preset"]
     n_steps = len(preset.ratios)
@@ -136,7 +150,8 @@ def test_table_rows_columns_and_mean_std_from_runs(sweep):
 
     md = (out / "table.md").read_text()
     assert "seeds [0, 1]" in md and "pytest" in md
-    lines = [l for l in md.splitlines() if l.startswith("|")]
+    first_table = next(block for block in md.split("\n\n") if block.startswith("|"))
+    lines = first_table.splitlines()
     assert lines[0] == "| method | step 1 | step 2 |"
     rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]] for l in lines[2:]}
     assert list(rows) == list(BASELINES)

@@ -33,6 +33,7 @@ from avalanche_sst.experiments.presets import PRESETS, Preset, get_preset
 from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
+from avalanche_sst.metrics.cost import CostMeter
 from avalanche_sst.metrics.scores import StepInfo, step_scores
 from avalanche_sst.plugins.precision import keep_freed_memory
 
@@ -47,6 +48,7 @@ class RunResult:
     accuracies: list[float]  # the setting's primary score after each step, in [0, 1]
     seconds: float
     scores: list[dict] = field(default_factory=list)  # every score of the setting, per step
+    costs: list[float] = field(default_factory=list)  # training sample-passes per step (metrics.cost)
 
 
 def load_dataset(name: str, root: Optional[str]):
@@ -139,8 +141,9 @@ def run_one(
     check_setting(method, setting)
     device = torch.device(preset.device)
     model = build_model(preset, benchmark, seed)
+    meter = CostMeter()
     ctx = StrategyContext(model=model, config=preset, evaluator=make_evaluator(run_dir), device=device,
-                          plugins=list(extra_plugins), valid_stream=getattr(benchmark, "valid_stream", None),
+                          plugins=[*extra_plugins, meter], valid_stream=getattr(benchmark, "valid_stream", None),
                           benchmark=benchmark, seed=seed)
     strategy = method.build(ctx)
     train_stream = list(benchmark.train_stream)
@@ -160,6 +163,7 @@ def run_one(
             method.rebuild_model(strategy, state["method"])
         strategy.model.load_state_dict(state["model"])
         method.load_state_dict(strategy, state["method"], train_stream[:start_step])
+        meter.load_state_dict(state["cost"])
         # The clock's counters too: RWalk's score checkpoints count global iterations.
         for name, value in state.get("clock", {"train_exp_counter": start_step}).items():
             setattr(strategy.clock, name, int(value))
@@ -181,38 +185,45 @@ def run_one(
             "model": strategy.model.state_dict(),
             "method": method.state_dict(strategy),
             "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
+            "cost": meter.state_dict(),
         })
         primary = next(iter(scores[-1]))
         log(f"[{method_name} seed {seed}] step {step + 1}/{len(train_stream)}: "
-            f"{primary} {100 * scores[-1][primary]:.2f}%  ({seconds:.0f} s)")
+            f"{primary} {100 * scores[-1][primary]:.2f}%  ({seconds:.0f} s, {meter.step_costs[-1]:.0f} sample-passes)")
 
     _close_loggers(strategy)
     names = list(scores[0]) if scores else []
+    costs = list(meter.step_costs)
     (run_dir / "steps.csv").write_text(
-        ",".join(["step", *names]) + "\n"
-        + "".join(",".join([str(i + 1), *(f"{s[n]:.6f}" for n in names)]) + "\n" for i, s in enumerate(scores))
+        ",".join(["step", *names, "cost"]) + "\n"
+        + "".join(",".join([str(i + 1), *(f"{s[n]:.6f}" for n in names), f"{c:.1f}"]) + "\n"
+                  for i, (s, c) in enumerate(zip(scores, costs)))
     )
-    result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores)
-    done_file.write_text(json.dumps({"accuracies": result.accuracies, "seconds": seconds, "scores": scores}))
+    result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores, costs)
+    done_file.write_text(json.dumps({"accuracies": result.accuracies, "seconds": seconds, "scores": scores,
+                                     "costs": costs}))
     return result
 
 
 def _read_done(done_file: Path, method: str = "", seed: int = 0) -> RunResult:
     d = json.loads(done_file.read_text())
     scores = d.get("scores") or [{"top1": a} for a in d["accuracies"]]  # runs finished before scores existed
-    return RunResult(method, seed, d["accuracies"], d["seconds"], scores)
+    return RunResult(method, seed, d["accuracies"], d["seconds"], scores, d.get("costs", []))
 
 
 def _replay_adaptation(model, done_train, test_stream) -> None:
     """Shape before weights: Avalanche's dynamic modules (multi-head, incremental
     classifiers) grow at each training experience (in training mode) and at each
-    evaluation (a head per task of the test stream); replay both, in the run's order."""
+    evaluation (a head per task of the test stream); replay both, in the run's order.
+    The model's train/eval flag is left as it was (LwF copies it, flag included)."""
+    was_training = model.training
     for exp in done_train:
         model.train()
         avalanche_model_adaptation(model, exp)
         model.eval()
         for test_exp in test_stream:
             avalanche_model_adaptation(model, test_exp)
+    model.train(was_training)
 
 
 def _close_loggers(strategy) -> None:
@@ -248,7 +259,7 @@ def run_sweep(
     so any executor gives the same table. ``progress`` draws the live bars on ``progress_file``
     (default: only when stderr is a terminal).
     """
-    from avalanche_sst.experiments.executor import make_executor
+    from avalanche_sst.experiments.executor import longest_first, make_executor
     from avalanche_sst.experiments.progress import ProgressDisplay
     from avalanche_sst.experiments.versions import environment_versions
 
@@ -278,7 +289,7 @@ def run_sweep(
     t0 = time.perf_counter()
     with ProgressDisplay(len(jobs), file=progress_file, enabled=progress, log=log) as display:
         results = executor.map(run, jobs, [f"{name} seed {seed}" for name, seed in jobs], shared=data,
-                               report=display)
+                               report=display, order=longest_first(preset, [name for name, _ in jobs]))
     write_tables(results, out, preset, command=command, wall_seconds=time.perf_counter() - t0)
     return results
 

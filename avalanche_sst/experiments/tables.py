@@ -58,6 +58,20 @@ def summarize(results) -> dict[str, list[tuple[float, float]]]:
     return summary
 
 
+def _cost(result, step: int) -> str:
+    return f"{result.costs[step]:.1f}" if step < len(getattr(result, "costs", [])) else ""
+
+
+def cost_summary(results) -> dict[str, list[float]]:
+    """method -> mean training cost (sample-passes) per step, for runs that recorded it."""
+    by_method: dict[str, list[list[float]]] = defaultdict(list)
+    for r in results:
+        if getattr(r, "costs", None):
+            by_method[r.method].append(r.costs)
+    return {m: [statistics.fmean(c[s] for c in runs) for s in range(min(map(len, runs)))]
+            for m, runs in by_method.items()}
+
+
 def markdown_table(summary: dict[str, list[tuple[float, float]]]) -> str:
     steps = max(len(v) for v in summary.values())
     header = "| method | " + " | ".join(f"step {s + 1}" for s in range(steps)) + " |"
@@ -108,6 +122,12 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
         markdown_table(summary),
         "",
     ]
+    costs = cost_summary(results)
+    if costs:
+        lines += ["Training cost per step (thousand sample-passes: one forward and backward of one sample is 1, "
+                  "a teacher's forward 1/3; mean over seeds):", "",
+                  markdown_table({m: [(c / 1000, 0.0) for c in cs] for m, cs in costs.items()}).replace(" ± 0.00", ""),
+                  ""]
     if len(setting.names) > 1:
         lines += [f"Scores after the last step (%; {setting.primary} is the table above):", "",
                   final_scores_table(results, setting.names), ""]
@@ -125,11 +145,12 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
             writer.writerow([method] + [f"{v:.4f}" for m, s in cells for v in (m, s)])
     extra = list(setting.names[1:])
     with open(out / "runs.csv", "w", newline="") as f:
-        # "top1" is the setting's primary score (the column name is kept for older readers).
+        # "top1" is the setting's primary score (the column name is kept for older readers);
+        # "cost": the step's training sample-passes (avalanche_sst.metrics.cost).
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["method", "seed", "step", "top1", "seconds", *extra])
+        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *extra])
         for r in results:
-            writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}",
+            writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}", _cost(r, i),
                               *(f"{r.scores[i][n]:.6f}" for n in extra)]
                              for i, a in enumerate(r.accuracies))
     plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")

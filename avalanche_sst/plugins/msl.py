@@ -7,17 +7,25 @@ with Zagoruyko & Komodakis' attention transfer loss (beta = 1000, their
 reference scale). No cross-entropy; the classifier is frozen; the teacher is
 frozen and in eval mode, and at each epoch end it is replaced by the student
 when the student's accuracy on the current part's validation slice is higher.
+
+MSL needs a trained teacher. In the first experience (of the stream and of
+the strategy: nothing trained yet) with no teacher given, distilling would copy a random network
+with its random classifier frozen, so the plugin stands aside: the strategy
+trains with its own criterion, and the skip is logged (``MSL/skipped`` and a
+warning, once). ``MultiStepSST`` only uses MSL after the first step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 
 import torch
 from avalanche.core import SupervisedPlugin
 
 from avalanche_sst.losses import msl_loss
+from avalanche_sst.metrics.cost import FORWARD_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_slice
 from avalanche_sst.models import capture_block_outputs, classifier, require_blocks
@@ -33,7 +41,8 @@ class MSLPlugin(SupervisedPlugin):
         needed when ``update_teacher`` is set, unless the strategy provides
         ``strategy.sst_valid_dataset`` (``MultiStepSST`` does).
     :param teacher: a fixed teacher; by default a frozen copy of the model at
-        the start of each experience.
+        the start of each experience (in the strategy's first experience there
+        is none: the plugin then leaves the strategy's criterion in place).
     """
 
     def __init__(self, beta: float = 1000.0, temperature: float = 1.0, update_teacher: bool = True,
@@ -56,6 +65,8 @@ class MSLPlugin(SupervisedPlugin):
         self._frozen: list[tuple[torch.nn.Parameter, bool]] = []
         self._teacher_acc = None
         self._sums = {"terms": None, "n": 0}
+        self.active = False
+        self._warned_skip = False
 
     def _valid_dataset(self, strategy):
         return validation_slice(strategy.experience, self.valid_stream, getattr(strategy, "sst_valid_dataset", None))
@@ -68,6 +79,13 @@ class MSLPlugin(SupervisedPlugin):
                 "MSLPlugin(update_teacher=True) needs validation data: pass valid_stream=benchmark.valid_stream "
                 "(build the benchmark with validation_fraction > 0), or set update_teacher=False"
             )
+        # Nothing trained yet: the stream's first experience, and the strategy's first. (A fresh
+        # strategy given a later experience is taken to hold a trained model.)
+        first = strategy.clock.train_exp_counter == 0 and strategy.experience.current_experience == 0
+        self.active = self.given_teacher is not None or not first
+        if not self.active:
+            self._skip(strategy)
+            return
         self.teacher = copy.deepcopy(self.given_teacher if self.given_teacher is not None else model)
         self.teacher.eval().requires_grad_(False)
         self._teacher_acc = None
@@ -79,6 +97,18 @@ class MSLPlugin(SupervisedPlugin):
         self._contexts = [student_ctx, teacher_ctx]
         self._saved_criterion = strategy._criterion
         strategy._criterion = lambda output, target: self._loss(strategy, output)
+
+    def _skip(self, strategy) -> None:
+        log_scalar(strategy, "MSL/skipped", 1.0)
+        if not self._warned_skip:
+            self._warned_skip = True
+            warnings.warn("MSLPlugin: no trained teacher in the strategy's first experience; training it "
+                          "with the strategy's own criterion (MSL starts at the next experience). Pass "
+                          "teacher=... to distil from a given model from the start.")
+
+    def extra_passes_per_sample(self, strategy) -> float:
+        """Cost (sample-passes per training sample) of the teacher's forward."""
+        return FORWARD_COST if self.active else 0.0
 
     def _loss(self, strategy, student_logits):
         x = strategy.mb_x
@@ -104,10 +134,14 @@ class MSLPlugin(SupervisedPlugin):
         return losses.total
 
     def before_training_epoch(self, strategy, **kwargs):
+        if not self.active:
+            return
         self.teacher.eval()  # nothing may switch it back to train mode
         self._sums = {"terms": None, "n": 0}
 
     def after_training_epoch(self, strategy, **kwargs):
+        if not self.active:
+            return
         n = max(self._sums["n"], 1)
         kd, at = self._sums["terms"].tolist() if self._sums.get("terms") is not None else (0.0, 0.0)
         log_scalar(strategy, "MSL/kd", kd / n)
@@ -117,7 +151,9 @@ class MSLPlugin(SupervisedPlugin):
         data = self._valid_dataset(strategy)
         if self._teacher_acc is None:
             self._teacher_acc = accuracy(self.teacher, data, strategy.device)
+            charge(strategy, len(data) * FORWARD_COST)
         student_acc = accuracy(strategy.model, data, strategy.device)
+        charge(strategy, len(data) * FORWARD_COST)
         updated = student_acc > self._teacher_acc
         if updated:
             self.teacher.load_state_dict(strategy.model.state_dict())
@@ -128,6 +164,9 @@ class MSLPlugin(SupervisedPlugin):
         log_scalar(strategy, "MSL/teacher_update", float(updated))
 
     def after_training_exp(self, strategy, **kwargs):
+        if not self.active:
+            return
+        self.active = False
         for ctx in self._contexts:
             ctx.__exit__(None, None, None)
         self._contexts = []

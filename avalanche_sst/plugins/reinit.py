@@ -18,11 +18,15 @@ from avalanche_sst.models import require_scaling_factors
 from avalanche_sst.sparsity import (
     DEFAULT_TARGET_RATIO,
     draw_reinit_values,
+    layer_reinit_ranges,
     reinit_range,
     select_smallest,
     validate_ratio,
     validate_reinit_margin,
 )
+
+#: Where eq. 4's range comes from: all factors (the paper) or each layer alone.
+REINIT_SCOPES = ("global", "layer")
 
 
 @torch.no_grad()
@@ -31,23 +35,37 @@ def diverse_reinit_(
     target_ratio: float = DEFAULT_TARGET_RATIO,
     margin: float = 0.1,
     generator: torch.Generator | None = None,
+    scope: str = "global",
 ) -> tuple[list[torch.Tensor], tuple[float, float]]:
     """Re-initialise ``model``'s useless scaling factors in place (eq. 4).
 
-    Returns the per-layer masks of the re-initialised factors and the range.
+    :param scope: "global" (the paper: one range over all |gamma|) or "layer"
+        (each layer's own range, :func:`layer_reinit_ranges`).
+    Returns the per-layer masks of the re-initialised factors and the range
+    (with ``scope="layer"``: the lowest low and highest high of the layers
+    that had useless factors).
     """
+    if scope not in REINIT_SCOPES:
+        raise ValueError(f"scope must be one of {REINIT_SCOPES} (paper: 'global'), got {scope!r}")
     factors = require_scaling_factors(model, "diverse re-initialization")
     gammas = [f.bn.weight for f in factors]
-    abs_all = torch.cat([g.detach().abs().flatten() for g in gammas])
-    low, high = reinit_range(abs_all, target_ratio, margin)
+    if scope == "global":
+        abs_all = torch.cat([g.detach().abs().flatten() for g in gammas])
+        ranges = [reinit_range(abs_all, target_ratio, margin)] * len(gammas)
+    else:
+        ranges = layer_reinit_ranges([g.detach().abs() for g in gammas], target_ratio, margin)
     masks = select_smallest([g.detach() for g in gammas], target_ratio)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    for gamma, mask in zip(gammas, masks):
+    used = []
+    for gamma, mask, (low, high) in zip(gammas, masks, ranges):
         n = int(mask.sum())
         if n:
             values = draw_reinit_values(n, low, high, generator)
             gamma[mask] = values.to(device=gamma.device, dtype=gamma.dtype)
-    return masks, (low, high)
+            used.append((low, high))
+    if scope == "global" or not used:
+        return masks, ranges[0]
+    return masks, (min(lo for lo, _ in used), max(hi for _, hi in used))
 
 
 class ReinitPlugin(SupervisedPlugin):
@@ -57,11 +75,15 @@ class ReinitPlugin(SupervisedPlugin):
     :param margin: I of eq. 4; requires target_ratio + 2 * margin < 1.
     :param seed: seeds the plugin's own generator (the global RNG is untouched).
     :param skip_first: leave experience 0 (trained from scratch) alone.
+    :param scope: "global" (eq. 4, the paper) or "layer" (each layer's own range).
     """
 
     def __init__(self, target_ratio: float = DEFAULT_TARGET_RATIO, margin: float = 0.1, seed: int = 0,
-                 skip_first: bool = True):
+                 skip_first: bool = True, scope: str = "global"):
         super().__init__()
+        if scope not in REINIT_SCOPES:
+            raise ValueError(f"scope must be one of {REINIT_SCOPES} (paper: 'global'), got {scope!r}")
+        self.scope = scope
         self.target_ratio = validate_ratio(target_ratio, "target_ratio")
         self.margin = validate_reinit_margin(self.target_ratio, margin)
         self.generator = torch.Generator().manual_seed(seed)
@@ -73,7 +95,7 @@ class ReinitPlugin(SupervisedPlugin):
         if self.skip_first and strategy.clock.train_exp_counter == 0:
             return
         self.last_masks, self.last_range = diverse_reinit_(
-            strategy.model, self.target_ratio, self.margin, self.generator
+            strategy.model, self.target_ratio, self.margin, self.generator, self.scope
         )
         log_scalar(strategy, "Reinit/count", sum(int(m.sum()) for m in self.last_masks))
         log_scalar(strategy, "Reinit/low", self.last_range[0])

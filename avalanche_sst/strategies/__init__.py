@@ -3,7 +3,8 @@
 from .aod import AODStrategy, StudentPair
 from .dml import DMLStrategy, fresh_init, validation_data
 from .hpo import DEFAULT_LRS, HPOResult, HPOStrategy, elr_grid, hpo_search
+from .m2kd import M2KD, ICaRLExperienceInfo, ICaRLM2KD
 from .multi_step_sst import MultiStepSST
 
-__all__ = ["AODStrategy", "DEFAULT_LRS", "DMLStrategy", "HPOResult", "HPOStrategy", "MultiStepSST", "StudentPair",
+__all__ = ["AODStrategy", "DEFAULT_LRS", "DMLStrategy", "HPOResult", "HPOStrategy", "ICaRLExperienceInfo", "ICaRLM2KD", "M2KD", "MultiStepSST", "StudentPair",
            "elr_grid", "fresh_init", "hpo_search", "validation_data"]

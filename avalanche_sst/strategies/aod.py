@@ -15,6 +15,13 @@ with the higher accuracy on the experience's validation slice becomes
 Views are made as batched tensor ops on the batch's device. Each student
 runs one forward pass on the two views concatenated, so its BatchNorm
 statistics see both views of the batch (as in other two-view methods).
+
+Options beyond the paper (paper behaviour by default): ``cr_detach_clean``
+detaches the flipped view's prediction in L_CR, so the consistency term
+pulls the colour-jittered view towards the clean one and never the clean
+view towards the jittered one; ``reinit_range_scope="layer"`` takes eq. 4's
+range per layer. Cost (``metrics.cost``): 4 sample-passes per sample (two
+students, two views), plus the validation of both students.
 """
 
 from __future__ import annotations
@@ -30,12 +37,20 @@ from avalanche.benchmarks.scenarios.generic_scenario import CLExperience
 from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_sst.benchmarks.tensor_data import color_jitter
-from avalanche_sst.losses import aod_losses
+from avalanche_sst.losses import aod_losses, kl_divergence
+from avalanche_sst.metrics.cost import FORWARD_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_data, validation_slice
 from avalanche_sst.models import require_scaling_factors
-from avalanche_sst.plugins.reinit import diverse_reinit_
+from avalanche_sst.plugins.reinit import REINIT_SCOPES, diverse_reinit_
 from avalanche_sst.sparsity import DEFAULT_TARGET_RATIO, validate_ratio, validate_reinit_margin
+
+
+def consistency_loss(logits_flipped: torch.Tensor, logits_jittered: torch.Tensor,
+                     detach_clean: bool = False) -> torch.Tensor:
+    """L_CR of eq. 5, ``KL(p_F || p_C)``; with ``detach_clean`` the flipped view's
+    prediction is a fixed target, so only the jittered view is pulled (an option)."""
+    return kl_divergence(logits_flipped.detach() if detach_clean else logits_flipped, logits_jittered)
 
 
 class StudentPair(nn.Module):
@@ -69,6 +84,11 @@ class AODStrategy(SupervisedTemplate):
         student (else ``strategy.sst_valid_dataset``, else the training data).
     :param seed: seeds the re-initialisation draws (per experience).
     :param eval_students: ``eval`` also logs both students' accuracy.
+    :param cr_detach_clean: detach the flipped (clean) view in L_CR (option; paper: False).
+    :param reinit_range_scope: "global" (eq. 4, the paper) or "layer".
+    :param log_reinit_accuracy: log each student's validation accuracy right
+        after re-initialisation (``diag/student{k}_reinit_valid_acc``; needs a
+        validation slice; not counted as cost).
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, criterion=None,
@@ -76,11 +96,18 @@ class AODStrategy(SupervisedTemplate):
                  margins: tuple[float, float] = (0.1, 0.2), reinit: bool = True, adaptive: bool = True,
                  use_kd: bool = True, use_cr: bool = True, brightness: float = 0.4, contrast: float = 0.4,
                  saturation: float = 0.4, valid_stream=None, seed: int = 0, eval_students: bool = True,
-                 **kwargs):
+                 cr_detach_clean: bool = False, reinit_range_scope: str = "global",
+                 log_reinit_accuracy: bool = False, **kwargs):
         super().__init__(model=model, optimizer=optimizer,
                          criterion=criterion if criterion is not None else nn.CrossEntropyLoss(), **kwargs)
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha} (paper: 0.5)")
+        for group in optimizer.param_groups:
+            if not group.get("lr", 0.0) >= 0:
+                raise ValueError(f"optimizer lr must be >= 0, got {group.get('lr')}")
+        if reinit_range_scope not in REINIT_SCOPES:
+            raise ValueError(f"reinit_range_scope must be one of {REINIT_SCOPES} (paper: 'global'), "
+                             f"got {reinit_range_scope!r}")
         if len(margins) != 2:
             raise ValueError(f"margins needs one re-init margin per student, got {margins} (paper: (0.1, 0.2))")
         self.target_ratio = validate_ratio(target_ratio, "target_ratio")
@@ -94,6 +121,9 @@ class AODStrategy(SupervisedTemplate):
         self.valid_stream = valid_stream
         self.seed = seed
         self.eval_students = eval_students
+        self.cr_detach_clean = bool(cr_detach_clean)
+        self.reinit_range_scope = reinit_range_scope
+        self.log_reinit_accuracy = bool(log_reinit_accuracy)
         self.students: list[nn.Module] = []
         self.chosen: Optional[int] = None
         self.valid_accuracies: list[float] = []
@@ -113,14 +143,31 @@ class AODStrategy(SupervisedTemplate):
         for margin in self.margins:
             student = copy.deepcopy(base)
             if self.reinit:
-                masks, (low, high) = diverse_reinit_(student, self.target_ratio, margin, generator)
+                masks, (low, high) = diverse_reinit_(student, self.target_ratio, margin, generator,
+                                                     self.reinit_range_scope)
                 log_scalar(self, f"AOD/reinit_low_I{margin}", low)
                 log_scalar(self, f"AOD/reinit_high_I{margin}", high)
             students.append(student)
         self.model = StudentPair(*students).to(self.device)
+        if self.log_reinit_accuracy:
+            self._log_reinit_accuracy()
         self._norm = _normalization_of(self.experience.dataset)
         self._norm_tensors = {}
         super()._before_training_exp(**kwargs)
+
+    def _log_reinit_accuracy(self) -> None:
+        data = validation_slice(self.experience, self.valid_stream, getattr(self, "sst_valid_dataset", None))
+        if data is None:
+            return
+        with torch.random.fork_rng(devices=[]):  # a diagnostic: the run's random stream is untouched
+            for k, student in enumerate(self.model.students, 1):
+                acc = accuracy(student, data, self.device, self.eval_mb_size)
+                log_scalar(self, f"diag/student{k}_reinit_valid_acc", acc,
+                           step=self.experience.current_experience)
+
+    def training_passes_per_sample(self) -> float:
+        """Cost per training sample: both students on both views while training the pair."""
+        return 4.0 if isinstance(self.model, StudentPair) else 1.0
 
     def make_optimizer(self, **kwargs):
         # The model is a new StudentPair every experience: point the single group at its
@@ -148,6 +195,7 @@ class AODStrategy(SupervisedTemplate):
         self.students = list(pair.students)
         data = self._validation_data()
         self.valid_accuracies = [accuracy(s, data, self.device, self.eval_mb_size) for s in self.students]
+        charge(self, len(self.students) * len(data) * FORWARD_COST)
         self.chosen = int(self.valid_accuracies[1] > self.valid_accuracies[0])
         for k, acc in enumerate(self.valid_accuracies, 1):
             log_scalar(self, f"AOD/student{k}_valid_acc", acc)
@@ -184,8 +232,13 @@ class AODStrategy(SupervisedTemplate):
             return self._criterion(self.mb_output, self.mb_y)
         # float(): the losses in float32 also when the forward ran under autocast (no-op otherwise).
         (l1f, l1c), (l2f, l2c) = [[t.float() for t in pair] for pair in self._logits]
+        detached_cr = self.use_cr and self.cr_detach_clean
         out = aod_losses(l1f, l1c, l2f, l2c, self.mb_y, alpha=self.alpha, adaptive=self.adaptive,
-                         use_kd=self.use_kd, use_cr=self.use_cr)
+                         use_kd=self.use_kd, use_cr=self.use_cr and not detached_cr)
+        if detached_cr:
+            out.cr_1, out.cr_2 = consistency_loss(l1f, l1c, True), consistency_loss(l2f, l2c, True)
+            out.total_1 = out.total_1 + self.alpha * out.cr_1
+            out.total_2 = out.total_2 + self.alpha * out.cr_2
         self.loss_terms = {"ce_1": out.ce_1, "ce_2": out.ce_2, "kd_1": out.kd_1, "kd_2": out.kd_2,
                            "cr_1": out.cr_1, "cr_2": out.cr_2, "w_1": out.w_1, "w_2": out.w_2}
         # Summed on the loss's device, in float64 as Python floats would be: no host sync

@@ -48,6 +48,7 @@ from avalanche.models.dynamic_optimizers import update_optimizer
 from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_sst.losses import dml_loss
+from avalanche_sst.metrics.cost import FORWARD_COST, TRAIN_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_data
 
@@ -147,6 +148,10 @@ class DMLStrategy(SupervisedTemplate):
     def _mutual(self) -> bool:
         return self.mutual_first_step or self.clock.train_exp_counter > 0
 
+    def training_passes_per_sample(self) -> float:
+        """Cost per training sample (``metrics.cost``): both students train in a mutual experience."""
+        return 2 * TRAIN_COST if self._mutual() else TRAIN_COST
+
     def forward(self):
         out = super().forward()
         if self.is_training and self._mutual():
@@ -186,6 +191,7 @@ class DMLStrategy(SupervisedTemplate):
         data = validation_data(self.experience, self.valid_stream)
         acc1 = accuracy(self.model, data, self.device, self.eval_mb_size)
         acc2 = accuracy(self.peer, data, self.device, self.eval_mb_size)
+        charge(self, 2 * len(data) * FORWARD_COST)
         chosen = 1 if acc1 >= acc2 else 2
         if chosen == 2:
             self.model.load_state_dict(self.peer.state_dict())

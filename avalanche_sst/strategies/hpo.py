@@ -45,6 +45,7 @@ from torch.nn import CrossEntropyLoss
 from avalanche.training.plugins import LRSchedulerPlugin
 from avalanche.training.templates import SupervisedTemplate
 
+from avalanche_sst.metrics.cost import FORWARD_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy
 from avalanche_sst.metrics.validation import validation_data
@@ -206,6 +207,7 @@ class HPOStrategy(SupervisedTemplate):
             super(HPOStrategy, self)._train_exp(experience, eval_streams, **kwargs)
 
         def on_candidate(i: int, lr: float, acc: float) -> None:
+            charge(self, len(data) * FORWARD_COST)  # the candidate's validation
             log_scalar(self, f"hpo/val_acc/lr={lr:g}", acc, step=step)
 
         try:

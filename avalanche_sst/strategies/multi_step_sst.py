@@ -17,12 +17,23 @@ prepared model is kept beside it (``strategy.prepared``); no data of an
 earlier step is kept. Each phase is an inner Avalanche strategy with its own
 optimizer, learning rate and epochs (cosine annealing), logging into this
 strategy's loggers; ablation switches reproduce the paper's Tables 3-6.
+
+Options beyond the paper (issue 14), each off by default: ``lr_msl`` (the
+SST + MSL phase's own learning rate), ``reinit_range_scope="layer"`` (eq. 4
+per layer), ``proximal`` (soft-threshold penalty step), ``cr_detach_clean``
+(AOD's consistency term does not push the clean view). With ``diagnostics``
+each step logs (``diag/*``, x-axis = experience): the validation accuracy of
+the prepared model, of each student right after re-init and of the step's
+result; mean |gamma| of the useless and other factors of the result and of
+the prepared model; the MSL teacher's updates. Plugins with
+``propagate_to_phases = True`` (the cost meter) also join every phase.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional, Sequence
+import warnings
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -33,13 +44,15 @@ from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import trigger_plugins
 
 from avalanche_sst.metrics.logging import log_scalar
-from avalanche_sst.models import require_blocks, require_scaling_factors
+from avalanche_sst.metrics.validation import accuracy
+from avalanche_sst.models import require_blocks, require_scaling_factors, scaling_factors
 from avalanche_sst.plugins.guard import FiniteLossGuard
 from avalanche_sst.plugins.msl import MSLPlugin
-from avalanche_sst.plugins.reinit import diverse_reinit_
+from avalanche_sst.plugins.reinit import REINIT_SCOPES, diverse_reinit_
 from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
 from avalanche_sst.plugins.sst import DEFAULT_LAM, DEFAULT_ZERO_TOL, SSTPlugin
-from avalanche_sst.sparsity import DEFAULT_CUT_FRACTION, DEFAULT_TARGET_RATIO, validate_ratio, validate_reinit_margin
+from avalanche_sst.sparsity import (DEFAULT_CUT_FRACTION, DEFAULT_TARGET_RATIO, mean_abs_split, validate_ratio,
+                                    validate_reinit_margin)
 from avalanche_sst.strategies.aod import AODStrategy
 
 NEW_DATA_MODES = ("aod", "finetune")
@@ -94,6 +107,13 @@ class MultiStepSST(SupervisedTemplate):
         outer strategy's experience-level callbacks and its evaluation.
     :param adaptive_weights, use_kd, use_cr: AOD ablations (Table 3): fixed 0.5/0.5
         weights; no distillation term; no consistency term.
+    :param seed: seeds the re-initialisation draws (give each run its own).
+    :param lr_msl: learning rate of the SST + MSL phases (None: ``lr_sst``, the paper).
+    :param reinit_range_scope: "global" (eq. 4, the paper) or "layer" (each layer's own range).
+    :param proximal: SST's penalty as a soft-threshold step (option; paper: subgradient).
+    :param cr_detach_clean: AOD's L_CR does not push the flipped view (option; paper: False).
+    :param diagnostics: log the per-step ``diag/*`` scalars (validation-slice
+        evaluations, not counted as training cost; the run's random stream is untouched).
     """
 
     def __init__(self, *, model: nn.Module, valid_stream=None, num_experiences: Optional[int] = None,
@@ -108,6 +128,8 @@ class MultiStepSST(SupervisedTemplate):
                  reinit: bool = True, diverse_reinit: bool = True, new_data: str = "aod",
                  adaptive_weights: bool = True,
                  use_kd: bool = True, use_cr: bool = True, seed: int = 0,
+                 lr_msl: Optional[float] = None, reinit_range_scope: str = "global", proximal: bool = False,
+                 cr_detach_clean: bool = False, diagnostics: bool = True,
                  train_mb_size: int = 128, eval_mb_size: int = 1000, device="cpu",
                  plugins: Optional[Sequence] = None, phase_plugins: Sequence = (), evaluator=None, **kwargs):
         require_scaling_factors(model, "MultiStepSST")
@@ -124,6 +146,13 @@ class MultiStepSST(SupervisedTemplate):
                             ("epochs_aod", epochs_aod)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value in (("lr_scratch", lr_scratch), ("lr_sst", lr_sst), ("lr_aod", lr_aod), ("lr_msl", lr_msl)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive learning rate, got {value} "
+                                 "(paper: 0.1 from scratch and for SST, 0.001 for AOD)")
+        if reinit_range_scope not in REINIT_SCOPES:
+            raise ValueError(f"reinit_range_scope must be one of {REINIT_SCOPES} (paper: 'global'), "
+                             f"got {reinit_range_scope!r}")
         optimizer = torch.optim.SGD(model.parameters(), lr=lr_scratch, momentum=momentum,
                                     weight_decay=weight_decay)
         extra = {} if evaluator is None else {"evaluator": evaluator}
@@ -133,10 +162,11 @@ class MultiStepSST(SupervisedTemplate):
         self.valid_stream = valid_stream
         self.num_experiences = num_experiences
         self.epochs = {"scratch": int(epochs_scratch), "sst": int(epochs_sst), "aod": int(epochs_aod)}
-        self.lrs = {"scratch": lr_scratch, "sst": lr_sst, "aod": lr_aod}
+        self.lrs = {"scratch": lr_scratch, "sst": lr_sst, "aod": lr_aod,
+                    "msl": lr_sst if lr_msl is None else lr_msl}
         self.momentum, self.weight_decay = momentum, weight_decay
         self.sst_args = dict(target_ratio=target_ratio, lam=lam, cut_fraction=cut_fraction, zero_tol=zero_tol,
-                             selective=(sparsity == "sst"))
+                             selective=(sparsity == "sst"), proximal=proximal)
         self.reinit = reinit
         self.margins = tuple(margins) if diverse_reinit else (margins[0], margins[0])
         self.alpha, self.beta, self.msl_temperature = alpha, beta, msl_temperature
@@ -144,11 +174,14 @@ class MultiStepSST(SupervisedTemplate):
         self.new_data, self.adaptive_weights = new_data, adaptive_weights
         self.use_kd, self.use_cr = use_kd, use_cr
         self.seed = seed
+        self.reinit_range_scope, self.cr_detach_clean = reinit_range_scope, cr_detach_clean
+        self.diagnostics = diagnostics
         self.phase_plugins = list(phase_plugins)
         self.prepared: Optional[nn.Module] = None
         self.sst_epoch_counter = 0
         self.phase_history: list[tuple[int, str]] = []
         self.last_phase_strategy = None
+        self.last_msl: Optional[MSLPlugin] = None
 
     # -- phases --------------------------------------------------------------
 
@@ -158,12 +191,17 @@ class MultiStepSST(SupervisedTemplate):
     def _phase(self, name: str, exp: CLExperience, model: nn.Module, lr: float, epochs: int,
                plugins: Sequence = (), strategy_cls=SupervisedTemplate, **strategy_kwargs) -> nn.Module:
         """Train ``model`` on ``exp`` as one phase; return the phase's output model."""
+        with warnings.catch_warnings():
+            # The phase logs through this strategy (log_scalar's sst_parent), on purpose without loggers.
+            warnings.filterwarnings("ignore", message="No loggers specified")
+            evaluator = EvaluationPlugin(loggers=[])
+        shared = [p for p in self.plugins if getattr(p, "propagate_to_phases", False)]
         inner = strategy_cls(
             model=model, optimizer=self._optimizer(model, lr), criterion=nn.CrossEntropyLoss(),
             train_mb_size=self.train_mb_size, train_epochs=epochs, eval_mb_size=self.eval_mb_size,
-            device=self.device, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1,
+            device=self.device, evaluator=evaluator, eval_every=-1,
             plugins=[StepwiseCosinePlugin(lrs=(lr,), epochs=(epochs,)), FiniteLossGuard(name),
-                     _PhaseLog(self, name), *plugins, *self.phase_plugins],
+                     _PhaseLog(self, name), *plugins, *self.phase_plugins, *shared],
             **strategy_kwargs,
         )
         inner.sst_parent = self
@@ -176,11 +214,14 @@ class MultiStepSST(SupervisedTemplate):
 
     def _sst_phase(self, exp, start: nn.Module, with_msl: bool) -> nn.Module:
         plugins = [SSTPlugin(**self.sst_args, log_prefix="SST")]
+        self.last_msl = None
         if with_msl:
-            plugins.insert(0, MSLPlugin(beta=self.beta, temperature=self.msl_temperature,
-                                        update_teacher=self.update_teacher))
+            self.last_msl = MSLPlugin(beta=self.beta, temperature=self.msl_temperature,
+                                      update_teacher=self.update_teacher)
+            plugins.insert(0, self.last_msl)
         name = ("sst" if self.sst_args["selective"] else "bst") + ("_msl" if with_msl else "")
-        return self._phase(name, exp, start, self.lrs["sst"], self.epochs["sst"], plugins)
+        lr = self.lrs["msl"] if with_msl else self.lrs["sst"]
+        return self._phase(name, exp, start, lr, self.epochs["sst"], plugins)
 
     def _new_data_phase(self, exp, prepared: nn.Module) -> nn.Module:
         if self.new_data == "aod":
@@ -188,12 +229,31 @@ class MultiStepSST(SupervisedTemplate):
                                strategy_cls=AODStrategy, alpha=self.alpha, target_ratio=self.target_ratio,
                                margins=self.margins, reinit=self.reinit, adaptive=self.adaptive_weights,
                                use_kd=self.use_kd,
-                               use_cr=self.use_cr,
+                               use_cr=self.use_cr, cr_detach_clean=self.cr_detach_clean,
+                               reinit_range_scope=self.reinit_range_scope, log_reinit_accuracy=self.diagnostics,
                                seed=self.seed, eval_students=False)
         if self.reinit:
             generator = torch.Generator().manual_seed(self.seed * 1000 + exp.current_experience)
-            diverse_reinit_(prepared, self.target_ratio, self.margins[0], generator)
+            diverse_reinit_(prepared, self.target_ratio, self.margins[0], generator, self.reinit_range_scope)
+            self._diagnose_accuracy("student1_reinit", prepared, exp)
         return self._phase("finetune", exp, prepared, self.lrs["aod"], self.epochs["aod"])
+
+    # -- diagnostics (issue 14) --------------------------------------------------
+
+    def _diagnose_accuracy(self, what: str, model: nn.Module, exp: CLExperience) -> None:
+        if not self.diagnostics or self.sst_valid_dataset is None:
+            return
+        with torch.random.fork_rng(devices=[]):  # the run's random stream is untouched
+            acc = accuracy(model, self.sst_valid_dataset, self.device, self.eval_mb_size)
+        log_scalar(self, f"diag/{what}_valid_acc", acc, step=exp.current_experience)
+
+    def _diagnose_gammas(self, what: str, model: nn.Module, exp: CLExperience) -> None:
+        if not self.diagnostics:
+            return
+        gammas = [f.bn.weight.detach() for f in scaling_factors(model)]
+        useless, useful = mean_abs_split(gammas, self.target_ratio)
+        log_scalar(self, f"diag/{what}_abs_gamma_useless", useless, step=exp.current_experience)
+        log_scalar(self, f"diag/{what}_abs_gamma_useful", useful, step=exp.current_experience)
 
     def _is_last(self, exp: CLExperience) -> bool:
         total = self.num_experiences
@@ -226,11 +286,17 @@ class MultiStepSST(SupervisedTemplate):
             result = self._phase("scratch", exp, self.model, self.lrs["scratch"], self.epochs["scratch"])
         else:
             start = self.prepared if self.prepared is not None else copy.deepcopy(self.model)
+            self._diagnose_accuracy("prepared_start", start, exp)
             result = self._new_data_phase(exp, start)
         self.model = result
+        self._diagnose_accuracy("result", result, exp)
+        self._diagnose_gammas("result", result, exp)
         self.prepared = None
         if not self._is_last(exp):
             self.prepared = self._sst_phase(exp, copy.deepcopy(result), with_msl=self.use_msl and not first)
+            self._diagnose_gammas("prepared", self.prepared, exp)
+            if self.diagnostics and self.last_msl is not None:
+                log_scalar(self, "diag/teacher_updates", self.last_msl.teacher_updates, step=k)
         trigger_plugins(self, "after_training_exp")  # the Clock plugin counts the experience
 
     # -- resume ------------------------------------------------------------------

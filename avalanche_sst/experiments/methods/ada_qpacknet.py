@@ -54,7 +54,9 @@ def build_adaqpacknet(ctx: StrategyContext, population: int = 16, v_min: float =
         model=single_head_model(ctx), valid_stream=ctx.valid_stream, population=population, v_min=v_min,
         v_max=v_max, alpha=alpha, beta=beta, delta=delta, search_epochs=search_epochs, full_epochs=full_epochs,
         start_bits=start_bits, max_bits=max_bits, quantizer=quantizer, prune=prune, quantize=quantize, lr=lr,
-        lr_min=lr_min, head=head, seed=ctx.seed, train_mb_size=ctx.config.batch_size,
+        lr_min=lr_min, head=head, seed=ctx.seed,
+        unseen_tasks="zeros",  # the sweep evaluates the whole test stream and scores the seen tasks only
+        train_mb_size=ctx.config.batch_size,
         eval_mb_size=ctx.config.eval_batch_size, device=ctx.device, evaluator=ctx.evaluator,
         plugins=list(ctx.plugins), eval_every=-1,
     )

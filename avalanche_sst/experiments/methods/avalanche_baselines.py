@@ -34,18 +34,40 @@ def _to_params(tensors: dict) -> dict:
 # --- fine-tuning ----------------------------------------------------------------
 
 
-def build_finetune(ctx: StrategyContext, epochs: tuple | None = None) -> Naive:
-    """``epochs``: per-step epochs instead of the preset's (e.g. a compute-matched budget)."""
-    return Naive(model=ctx.model, **common_kwargs(ctx, tuple(epochs) if epochs else None))
+BUDGETS = ("preset", "sst")
+
+
+def step_epochs(ctx: StrategyContext, method: str, budget: str, epochs) -> tuple | None:
+    """Per-step epochs: explicit ``epochs``, the framework's cost (``budget="sst"``,
+    :func:`~avalanche_sst.experiments.budget.preset_matched_epochs`), or the preset's (None)."""
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}; e.g. finetune:budget=sst")
+    if epochs is not None and budget != "preset":
+        raise ValueError("give either epochs=(...) or budget='sst', not both")
+    if epochs is not None:
+        return tuple(int(e) for e in (epochs if isinstance(epochs, (tuple, list)) else (epochs,)))
+    if budget == "sst":
+        from avalanche_sst.experiments.budget import preset_matched_epochs
+
+        return preset_matched_epochs(ctx.config, ctx.benchmark.train_stream, ctx.valid_stream, method)
+    return None
+
+
+def build_finetune(ctx: StrategyContext, epochs: tuple | None = None, budget: str = "preset") -> Naive:
+    """``epochs``: per-step epochs instead of the preset's; ``budget="sst"``: the
+    framework's cost per step (a compute-matched baseline)."""
+    return Naive(model=ctx.model, **common_kwargs(ctx, step_epochs(ctx, "finetune", budget, epochs)))
 
 
 # --- LwF: the previous model is the teacher ---------------------------------------
 
 
-def build_lwf(ctx: StrategyContext, alpha: float | None = None, temperature: float | None = None) -> LwF:
+def build_lwf(ctx: StrategyContext, alpha: float | None = None, temperature: float | None = None,
+              epochs: tuple | None = None, budget: str = "preset") -> LwF:
     cfg = ctx.config
     return LwF(model=ctx.model, alpha=cfg.lwf_alpha if alpha is None else alpha,
-               temperature=cfg.lwf_temperature if temperature is None else temperature, **common_kwargs(ctx))
+               temperature=cfg.lwf_temperature if temperature is None else temperature,
+               **common_kwargs(ctx, step_epochs(ctx, "lwf", budget, epochs)))
 
 
 def _lwf_state(strategy) -> dict:
@@ -76,9 +98,10 @@ def _lwf_load(strategy, state, done_exps) -> None:
 # --- EWC: saved parameters and Fisher importances per experience -----------------
 
 
-def build_ewc(ctx: StrategyContext, ewc_lambda: float | None = None) -> EWC:
+def build_ewc(ctx: StrategyContext, ewc_lambda: float | None = None, epochs: tuple | None = None,
+              budget: str = "preset") -> EWC:
     lam = ctx.config.ewc_lambda if ewc_lambda is None else ewc_lambda
-    return EWC(model=ctx.model, ewc_lambda=lam, **common_kwargs(ctx))
+    return EWC(model=ctx.model, ewc_lambda=lam, **common_kwargs(ctx, step_epochs(ctx, "ewc", budget, epochs)))
 
 
 def _ewc_state(strategy) -> dict:

@@ -10,7 +10,9 @@ do not register: ``packnet`` and ``si`` (task-incremental).
   Every task trains ``epochs`` epochs (the preset's ``epochs_scratch``), the
   last ``post_prune_epochs`` (half) after pruning, lr ``lr_scratch`` with
   cosine annealing. Resuming: the masks live in the model's buffers; the
-  frozen biases are frozen again on load.
+  frozen biases are frozen again on load. The method state records each
+  task's capacity (:func:`packnet_capacity_fractions`), comparable with
+  Ada-QPacknet's ``capacity_fraction``.
 * ``si``: Avalanche's ``SynapticIntelligence`` (Zenke et al., ICML 2017) with
   the common optimiser and schedule; ``si_lambda`` is not from the paper
   (untuned default 0.1). Its importances and trajectories are the method state.
@@ -30,7 +32,7 @@ from avalanche_sst.experiments.methods.ada_qpacknet import single_head_model
 from avalanche_sst.experiments.registry import Method, StrategyContext, common_kwargs, register, sgd
 from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
 
-__all__ = ["build_packnet", "build_si", "equal_share_prune_proportions"]
+__all__ = ["build_packnet", "build_si", "equal_share_prune_proportions", "packnet_capacity_fractions"]
 
 
 def equal_share_prune_proportions(n_tasks: int) -> list[float]:
@@ -55,16 +57,37 @@ def build_packnet(ctx: StrategyContext, prune_proportion: Optional[float | Seque
         if ctx.benchmark is None:
             raise ValueError("packnet's default prune_proportion needs ctx.benchmark (the number of tasks)")
         prune_proportion = equal_share_prune_proportions(len(ctx.benchmark.train_stream))
-    elif not isinstance(prune_proportion, float):
-        prune_proportion = [float(p) for p in prune_proportion]
+    proportions = [float(prune_proportion)] if isinstance(prune_proportion, (int, float)) else \
+        [float(p) for p in prune_proportion]
+    if not proportions or any(not 0.0 <= p <= 1.0 for p in proportions):
+        raise ValueError(f"prune_proportion must be in [0, 1] (one value, or one per task), got {prune_proportion}")
+
+    def proportion_of_current_task(_exp_counter: int) -> float:
+        # keyed by the tasks the model has frozen, not by the strategy's clock, so a resumed
+        # run prunes its next task by the right share whatever its clock says
+        return proportions[min(int(model.task_count), len(proportions) - 1)]
+
     kwargs = common_kwargs(ctx)
     kwargs["optimizer"] = sgd(ctx, model.parameters(), weight_decay=0.0)
     kwargs["train_epochs"] = epochs
     # PackNetPlugin replaces the optimizer in before_training_exp: it runs first, so the
     # schedule then anneals the new optimizer.
-    kwargs["plugins"] = [PackNetPlugin(post_prune_epochs=post, prune_proportion=prune_proportion),
+    kwargs["plugins"] = [PackNetPlugin(post_prune_epochs=post, prune_proportion=proportion_of_current_task),
                          StepwiseCosinePlugin(lrs=(ctx.config.lr_scratch,), epochs=(epochs,)), *ctx.plugins]
     return SupervisedTemplate(model=model, **kwargs)
+
+
+def packnet_capacity_fractions(model: PackNetModel) -> list[float]:
+    """Capacity of each trained task in the form of eq. 10 without quantization: its own
+    weights at 32 bits plus one mask bit each, over the fp32 bits of all wrapped weights
+    (the unit of ``AdaQPackNet``'s ``capacity_fraction``). Shared biases are not counted."""
+    layers = [m for m in model.modules() if isinstance(m, WeightAndBiasPackNetModule)]
+    total = 32 * sum(m.task_index.numel() for m in layers)
+    return [sum(int((m.task_index == k).sum()) for m in layers) * 33 / total for k in range(int(model.task_count))]
+
+
+def _packnet_state(strategy) -> dict:
+    return {"capacity_fractions": packnet_capacity_fractions(strategy.model)}
 
 
 def _packnet_load(strategy, state, done_exps) -> None:
@@ -99,6 +122,6 @@ def _si_load(strategy, state, done_exps) -> None:
 
 register(Method("packnet", build_packnet,
                 "PackNet: iterative magnitude pruning, one frozen weight subset per task (Avalanche PackNetPlugin)",
-                settings=("task_incremental",), load_state_dict=_packnet_load))
+                state_dict=_packnet_state, load_state_dict=_packnet_load, settings=("task_incremental",)))
 register(Method("si", build_si, "Synaptic Intelligence (Avalanche SynapticIntelligence)", _si_state, _si_load,
                 settings=("task_incremental",)))

@@ -24,6 +24,7 @@ from avalanche_sst.experiments.paper.specs import (PAPERS, PRESET_NAMES, TABLES,
 
 # One import per paper: each module registers its tables (the report groups them by paper).
 from avalanche_sst.experiments.paper import sst_tables  # noqa: F401  (seed 000, Lee & Kim 2023)
+from avalanche_sst.experiments.paper import m2kd_tables  # noqa: F401  (seed 002, Zhou et al.)
 
 from avalanche_sst.experiments.paper.cost import estimate_cpu_seconds
 from avalanche_sst.experiments.paper.fig3 import FIG3_COLS, FIG3_KEYS, FIG3_ROWS, gamma_stats, run_fig3

@@ -114,17 +114,23 @@ def read_table_csv(path: Path) -> tuple[list[str], dict[tuple[str, str], tuple[f
 
 
 def read_runs_csv(path: str | Path) -> list[dict]:
-    """Rows of a sweep's ``runs.csv`` (method, seed, step, top1, seconds).
+    """Rows of a sweep's ``runs.csv``: method, seed, step, top1, seconds, and any
+    further columns of its header (cost, the setting's other scores) as floats.
 
     Parsed from the right, so a method-variant name holding commas
     (``sst:sparsity=bst,use_msl=False``) survives whether or not the writer quoted it.
     """
-    out = []
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
+    if not rows:
+        return []
+    trailing = rows[0][1:]  # every column after "method"
+    out = []
     for r in rows[1:]:
-        if len(r) < 5:
+        if len(r) <= len(trailing):
             continue
-        out.append({"method": ",".join(r[:-4]), "seed": int(r[-4]), "step": int(r[-3]),
-                    "top1": float(r[-2]), "seconds": float(r[-1])})
+        row = {"method": ",".join(r[: len(r) - len(trailing)])}
+        for name, value in zip(trailing, r[len(r) - len(trailing):]):
+            row[name] = int(value) if name in ("seed", "step") else float(value)
+        out.append(row)
     return out

@@ -1,0 +1,118 @@
+"""M2KD's comparisons (seed 002: Zhou et al., BMVC 2020, sec. 4), registered at import.
+
+* ``m2kd_fig4``: Fig. 4's exemplar-free comparison in kind (accuracy on all
+  classes seen so far after each step), with Avalanche's Naive, LwF, EWC,
+  RWalk and Cumulative beside LwF-MC and M2KD (with and without pruning,
+  without L_AD), and iCaRL / iCaRL M2KD (Fig. 5's exemplar setting);
+* ``m2kd_table1``: Table 1, M2KD's accuracy per step for pruning ratios
+  none, 0.6, 0.7, 0.8, 0.9.
+
+Table 2 (memory) is not a sweep: ``benchmarks/speed_m2kd.py`` computes it
+from the architecture (``memory_rows``).
+
+Presets: ``cpu``: Split Fashion-MNIST, 5 steps x 2 classes, ResNet-8, 3
+seeds; ``paper``: CIFAR-100 / ResNet-32, batch 128, 80 (+15 fine-tuning)
+epochs, the BCE methods at the paper's lr 2.0 (``lr_factor=20`` on the
+preset's 0.1; cross-entropy baselines keep 0.1); ``tiny``: for tests.
+"""
+
+from __future__ import annotations
+
+from avalanche_sst.experiments.paper.specs import Cell, Paper, TableSpec, preset_set, register, register_paper
+from avalanche_sst.experiments.presets import Preset
+
+M2KD_PAPER = register_paper(Paper(
+    id="002", citation="Zhou et al. 2020",
+    title="M2KD: Incremental Learning via Multi-model and Multi-level Knowledge Distillation (BMVC 2020)"))
+
+BCE_METHODS = ("m2kd", "lwf_mc", "icarl", "icarl_m2kd")
+
+
+def _bce_kwargs(lr_factor: float, memory_size: int) -> dict:
+    kwargs = {name: {"lr_factor": lr_factor} for name in BCE_METHODS}
+    for name in ("icarl", "icarl_m2kd"):
+        kwargs[name]["memory_size"] = memory_size
+    return kwargs
+
+
+def _cpu(**changes) -> Preset:
+    base = Preset(
+        name="m2kd-cpu", dataset="fashion_mnist", model="resnet8", seeds=(0, 1, 2),
+        scenario="class_incremental", scenario_kwargs={"classes_per_step": 2},
+        train_fraction=0.2, test_fraction=1.0, validation_fraction=0.0, batch_size=64, eval_batch_size=1000,
+        # every step learns new classes: the from-scratch lr and epochs at every step
+        epochs_scratch=4, epochs_finetune=4, lr_scratch=0.1, lr_finetune=0.1, momentum=0.9, weight_decay=5e-4,
+        method_kwargs=_bce_kwargs(lr_factor=1.0, memory_size=2000), device="cpu",
+    )
+    return base.replace(**changes)
+
+
+def _cifar(classes_per_step: int = 10, **changes) -> Preset:
+    base = Preset(
+        name="m2kd-cifar100", dataset="cifar100", data_root="data/cifar100", model="resnet32", seeds=(0, 1, 2),
+        scenario="class_incremental", scenario_kwargs={"classes_per_step": classes_per_step},
+        train_fraction=1.0, test_fraction=1.0, validation_fraction=0.0, batch_size=128, eval_batch_size=1000,
+        epochs_scratch=80, epochs_finetune=80, lr_scratch=0.1, lr_finetune=0.1, momentum=0.9, weight_decay=5e-4,
+        method_kwargs=_bce_kwargs(lr_factor=20.0, memory_size=2000), device="cuda", flush_denormal=False,
+    )
+    return base.replace(**changes)
+
+
+def _tiny(**changes) -> Preset:
+    base = Preset(
+        name="m2kd-tiny", dataset="fashion_mnist", model="resnet8-w4", seeds=(0,),
+        scenario="class_incremental", scenario_kwargs={"classes_per_step": 2},
+        train_fraction=0.01, test_fraction=0.02, validation_fraction=0.0, batch_size=32, eval_batch_size=256,
+        epochs_scratch=2, epochs_finetune=2, lr_finetune=0.1, num_threads=1,
+        method_kwargs=_bce_kwargs(lr_factor=1.0, memory_size=50),
+    )
+    return base.replace(**changes)
+
+
+FIG4_METHODS = (
+    ("Fine-tuning", "finetune"), ("LwF", "lwf"), ("EWC", "ewc"), ("RWalk", "rwalk"), ("LwF-MC", "lwf_mc"),
+    ("M2KD (no L_AD)", "m2kd:lam=0"), ("M2KD (no pruning)", "m2kd:prune_ratio=0"), ("M2KD", "m2kd"),
+    ("iCaRL", "icarl"), ("iCaRL M2KD", "icarl_m2kd"), ("Upper bound", "cumulative"),
+)
+STEPS = 5
+
+register(TableSpec(
+    id="m2kd_fig4",
+    title="Top-1 accuracy (%) on all classes seen so far, class-incremental, after each step",
+    varies="method; 5 steps (cpu: 2 Fashion-MNIST classes each; paper: 10 CIFAR-100 classes, first 5 steps)",
+    corner="Step",
+    rows=tuple(f"Step {k}" for k in range(1, STEPS + 1)),
+    columns=tuple(label for label, _ in FIG4_METHODS),
+    cells=tuple(Cell(f"Step {k}", label, method, k) for k in range(1, STEPS + 1) for label, method in FIG4_METHODS),
+    presets=preset_set("m2kd_fig4", _cpu(), _cifar(10), _tiny()),
+    paper_setting="CIFAR-100 ResNet32 10-class steps",
+    paper_source="Fig. 4",
+    paper=M2KD_PAPER.id,
+    paper_claims=(
+        (("Step 5", "M2KD"), ("Step 5", "LwF-MC"), "our method consistently outperforms other methods ... "
+                                                  "The margin becomes larger as more incremental steps are added"),
+        (("Step 5", "iCaRL M2KD"), ("Step 5", "iCaRL"), "With the introduction of multi-model and auxiliary "
+                                                        "distillation, the performance of iCaRL improves"),
+    ),
+    notes=("Fine-tuning, LwF, EWC, RWalk and Cumulative are Avalanche's; iCaRL and iCaRL M2KD keep 2,000 "
+           "exemplars (Fig. 5's setting).",),
+))
+
+RATIOS = (("No pruning", "m2kd:prune_ratio=0"), ("Ratio 0.6", "m2kd:prune_ratio=0.6"),
+          ("Ratio 0.7", "m2kd:prune_ratio=0.7"), ("Ratio 0.8", "m2kd:prune_ratio=0.8"),
+          ("Ratio 0.9", "m2kd:prune_ratio=0.9"))
+
+register(TableSpec(
+    id="m2kd_table1",
+    title="Top-1 accuracy (%) of M2KD for different pruning ratios, after each step",
+    varies="pruning ratio r; 5 steps (cpu: 2 Fashion-MNIST classes each; paper: 20 CIFAR-100 classes each)",
+    corner="Pruning",
+    rows=tuple(label for label, _ in RATIOS),
+    columns=tuple(str(k) for k in range(1, STEPS + 1)),
+    cells=tuple(Cell(label, str(k), method, k) for label, method in RATIOS for k in range(1, STEPS + 1)),
+    presets=preset_set("m2kd_table1", _cpu(), _cifar(20), _tiny()),
+    paper_setting="CIFAR-100 ResNet32 20-class steps",
+    paper_source="Table 1",
+    paper=M2KD_PAPER.id,
+    order="all",
+))
