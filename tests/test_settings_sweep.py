@@ -37,7 +37,9 @@ def tiny(**changes) -> Preset:
 
 
 def test_class_incremental_scores_average_the_steps_so_far():
-    results = {f"{TRAINED_ACC}/Task000": 0.5, f"{STREAM_FORGETTING}/Task000": 0.25, f"{STREAM_ACC}/Task000": 0.3}
+    results = {f"{TRAINED_ACC}/eval_phase/test_stream/Task000": 0.5,
+               f"{STREAM_FORGETTING}/eval_phase/test_stream/Task000": 0.25,
+               f"{STREAM_ACC}/eval_phase/test_stream/Task000": 0.3}
     info = StepInfo(step=1, history=[{"top1_seen": 1.0, "avg_incremental": 1.0, "forgetting": 0.0}],
                     test_sizes=[10, 10])
     assert step_scores("class_incremental", results, info) == {
@@ -47,7 +49,8 @@ def test_class_incremental_scores_average_the_steps_so_far():
 def test_task_incremental_score_is_the_mean_over_seen_tasks_only():
     exp = "Top1_Acc_Exp/eval_phase/test_stream"
     results = {f"{exp}/Task000/Exp000": 0.9, f"{exp}/Task001/Exp001": 0.5, f"{exp}/Task002/Exp002": 0.1,
-               f"{STREAM_ACC}/Task002": 0.5, f"{STREAM_FORGETTING}/Task002": 0.05}
+               f"{STREAM_ACC}/eval_phase/test_stream/Task002": 0.5,
+               f"{STREAM_FORGETTING}/eval_phase/test_stream/Task002": 0.05}
     scores = step_scores("task_incremental", results, StepInfo(step=1, history=[{}], test_sizes=[5, 5, 5]))
     # tasks 0 and 1 are seen after step 1 (0-based); task 2 and the stream key (Task002) must not count
     assert scores == pytest.approx({"mean_task_top1": 0.7, "forgetting": 0.05})
@@ -254,3 +257,21 @@ def test_resume_is_bit_identical_in_the_new_settings(tmp_path, tiny_data, method
     b = torch.load(tmp_path / "straight" / method / "seed0" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     assert (tmp_path / "resumed" / "table.csv").read_text() == (tmp_path / "straight" / "table.csv").read_text()
+
+
+def test_evaluate_on_valid_scores_the_validation_slices(tmp_path, tiny_data):
+    preset = tiny(validation_fraction=0.25, evaluate_on="valid")
+    (result,) = run_sweep(preset, tmp_path, data=tiny_data, log=lambda s: None)
+    # 10 validation images per class: 20 seen after step 1, 40 after step 2 (the test set has 40 and 80)
+    first, second = (s["top1_seen"] for s in result.scores)
+    assert abs(first * 20 - round(first * 20)) < 1e-6 and abs(second * 40 - round(second * 40)) < 1e-6
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "finetune" / "seed0" / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert any("/eval_phase/valid_stream" in t for t in tags)
+    assert not any("/eval_phase/test_stream" in t for t in tags)
+    assert "Scored on the VALIDATION slices" in (tmp_path / "table.md").read_text()
+    with pytest.raises(ValueError, match="validation_fraction=0.1"):
+        run_sweep(tiny(evaluate_on="valid"), tmp_path / "b", data=tiny_data, log=lambda s: None)

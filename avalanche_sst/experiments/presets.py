@@ -34,6 +34,9 @@ class Preset:
     train_fraction: float = 1.0  # stratified subsample of the training set, before splitting
     test_fraction: float = 1.0
     validation_fraction: float = 0.1
+    # "valid": score every step on the validation slices instead of the test set,
+    # to choose hyperparameters without looking at the test set.
+    evaluate_on: str = "test"
     label_noise: float = 0.0
     batch_size: int = 128
     eval_batch_size: int = 128  # measured fastest on 2 CPU cores (benchmarks/speed.py)

@@ -111,8 +111,16 @@ def check_methods(preset: Preset) -> None:
         check_setting(method_for(preset, name), setting)
 
 
-def _test_sizes(benchmark) -> list[int]:
-    return [len(exp.dataset) for exp in benchmark.test_stream]
+def eval_stream(preset: Preset, benchmark):
+    """The stream every step is scored on: the test stream, or (``evaluate_on="valid"``,
+    for choosing hyperparameters) the validation slices held out of training."""
+    if preset.evaluate_on == "test":
+        return benchmark.test_stream
+    if preset.evaluate_on != "valid":
+        raise ValueError(f"evaluate_on must be 'test' or 'valid', got {preset.evaluate_on!r}")
+    if getattr(benchmark, "valid_stream", None) is None:
+        raise ValueError("evaluate_on='valid' needs validation slices: --set validation_fraction=0.1")
+    return benchmark.valid_stream
 
 
 def _run_dir(out: Path, method: str, seed: int) -> Path:
@@ -147,7 +155,8 @@ def run_one(
                           benchmark=benchmark, seed=seed)
     strategy = method.build(ctx)
     train_stream = list(benchmark.train_stream)
-    test_sizes = _test_sizes(benchmark)
+    scored = eval_stream(preset, benchmark)
+    test_sizes = [len(exp.dataset) for exp in scored]
 
     scores: list[dict] = []
     seconds = 0.0
@@ -158,7 +167,7 @@ def run_one(
         start_step = int(state["step"])
         scores = [dict(s) for s in state["scores"]]
         seconds = float(state["seconds"])
-        _replay_adaptation(strategy.model, train_stream[:start_step], benchmark.test_stream)
+        _replay_adaptation(strategy.model, train_stream[:start_step], scored)
         if method.rebuild_model is not None:
             method.rebuild_model(strategy, state["method"])
         strategy.model.load_state_dict(state["model"])
@@ -175,7 +184,7 @@ def run_one(
         # Fresh optimizer state per step (each step restarts its lr schedule anyway), so a
         # resumed run equals an uninterrupted one: momentum is not in the checkpoint.
         strategy.train(train_stream[step], eval_streams=[], reset_optimizer_state=True)
-        result = strategy.eval(benchmark.test_stream)
+        result = strategy.eval(scored)
         seconds += time.perf_counter() - t0
         scores.append(step_scores(setting, result, StepInfo(step, scores, test_sizes)))
         save_checkpoint(ckpt_path, {

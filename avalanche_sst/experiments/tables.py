@@ -114,8 +114,10 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
     summary = summarize(results)
     seeds = sorted({r.seed for r in results})
     setting = _setting(preset)
+    scored_on = "" if getattr(preset, "evaluate_on", "test") == "test" else \
+        " Scored on the VALIDATION slices (evaluate_on=valid), not the test set."
     lines = [
-        f"{setting.description} after each step, mean ± std over seeds {seeds}.",
+        f"{setting.description} after each step, mean ± std over seeds {seeds}.{scored_on}",
         f"Preset `{preset.name}`: {preset.dataset}, {preset.model}, {_scenario_text(preset)}, "
         f"train fraction {preset.train_fraction}, test fraction {preset.test_fraction}.",
         "",

@@ -25,17 +25,19 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-STREAM_ACC = "Top1_Acc_Stream/eval_phase/test_stream"
-TRAINED_ACC = "Accuracy_On_Trained_Experiences/eval_phase/test_stream"
-STREAM_FORGETTING = "StreamForgetting/eval_phase/test_stream"
-_EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
+# Avalanche's metric names; a key is "<name>/eval_phase/<stream>[/Task<t>[/Exp<e>]]".
+STREAM_ACC = "Top1_Acc_Stream"
+TRAINED_ACC = "Accuracy_On_Trained_Experiences"
+STREAM_FORGETTING = "StreamForgetting"
+_EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/[^/]+/Task\d+/Exp(\d+)$")
 
 
-def metric(results: Mapping[str, float], prefix: str) -> float:
-    """The value of the one key that starts with ``prefix`` (the task suffix varies by stream)."""
-    keys = [k for k in results if k == prefix or k.startswith(prefix + "/")]
+def metric(results: Mapping[str, float], name: str) -> float:
+    """The value of the one eval-phase key of metric ``name`` (its stream and task suffix vary)."""
+    pattern = re.compile(rf"^{re.escape(name)}/eval_phase/[^/]+(/Task\d+)?$")
+    keys = [k for k in results if pattern.match(k)]
     if len(keys) != 1:
-        raise KeyError(f"expected one metric named {prefix!r}, found {keys or 'none'}; "
+        raise KeyError(f"expected one metric named {name!r}, found {keys or 'none'}; "
                        "was the stream evaluated with avalanche_sst.metrics.make_evaluator?")
     return float(results[keys[0]])
 

@@ -23,12 +23,22 @@ from .introspection import (
     scaling_factors,
 )
 from .mobilenet_v2 import mobilenet_v2
-from .resnet_cifar import CifarResNet, WideResNet, resnet_cifar, wide_resnet
+from .resnet_cifar import CifarResNet, LayerWidths, WideResNet, resnet_cifar, wide_resnet
+from .stages import residual_stages, stage, stage_out_channels
+from .student import build_student, model_cost, residual_groups, student_report
 from .resnet_imagenet import resnet34, resnet50, resnet101
 from . import small as _small  # build_model's `multi_head` flag shadows the function
 from .small import MLP, SmallCNN, mlp, multi_head, small_cnn
 
 __all__ = [
+    "LayerWidths",
+    "build_student",
+    "model_cost",
+    "residual_groups",
+    "residual_stages",
+    "stage",
+    "stage_out_channels",
+    "student_report",
     "CifarResNet",
     "MLP",
     "SmallCNN",

@@ -1,5 +1,6 @@
 """Avalanche plugins: one method each."""
 
+from .edge_kt import EdgeKTPlugin, LastConvsOnlyPlugin, edge_trainable_parameters
 from .guard import FiniteLossGuard, NonFiniteLossError
 from .lwm import LwMPlugin, grad_cam
 from .m2kd import M2KDModel, M2KDPlugin
@@ -9,5 +10,5 @@ from .reinit import ReinitPlugin, diverse_reinit_
 from .schedule import StepwiseCosinePlugin
 from .sst import SSTPlugin
 
-__all__ = ["AutocastPlugin", "ChannelsLastPlugin", "FiniteLossGuard", "keep_freed_memory", "LwMPlugin", "grad_cam", "M2KDModel", "M2KDPlugin", "MSLPlugin", "NonFiniteLossError", "ReinitPlugin", "SSTPlugin",
+__all__ = ["AutocastPlugin", "ChannelsLastPlugin", "EdgeKTPlugin", "LastConvsOnlyPlugin", "edge_trainable_parameters", "FiniteLossGuard", "keep_freed_memory", "LwMPlugin", "grad_cam", "M2KDModel", "M2KDPlugin", "MSLPlugin", "NonFiniteLossError", "ReinitPlugin", "SSTPlugin",
            "StepwiseCosinePlugin", "diverse_reinit_"]

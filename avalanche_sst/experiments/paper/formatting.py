@@ -131,6 +131,6 @@ def read_runs_csv(path: str | Path) -> list[dict]:
             continue
         row = {"method": ",".join(r[: len(r) - len(trailing)])}
         for name, value in zip(trailing, r[len(r) - len(trailing):]):
-            row[name] = int(value) if name in ("seed", "step") else float(value)
+            row[name] = int(value) if name in ("seed", "step") else (float(value) if value != "" else None)
         out.append(row)
     return out

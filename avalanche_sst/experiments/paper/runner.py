@@ -30,12 +30,15 @@ def default_command(table_id: str, preset_name: str, seeds: Sequence[int], out_r
 
 def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "results/paper", data=None,
               seeds: Optional[Sequence[int]] = None, command: Optional[str] = None,
-              preset_changes: Optional[Mapping] = None, log: Callable[[str], None] = print) -> dict:
+              preset_changes: Optional[Mapping] = None, log: Callable[[str], None] = print,
+              sweep_options: Optional[Mapping] = None) -> dict:
     """Run one paper table (its sweeps, or Fig. 3) and write its paper-shaped files.
 
     :param data: ``(train, test)`` datasets to use instead of loading ``preset.dataset``.
     :param seeds: override the preset's seeds.
     :param preset_changes: other ``Preset`` fields to override (e.g. ``data_root``, ``device``).
+    :param sweep_options: where the runs execute, passed to ``run_sweep`` (``workers``,
+        ``address``, ``gpus_per_run``, ``threads_per_run``); default: one at a time in this process.
     :returns: ``{"dir", "md", "csv", "json", "cells": {(row, col): (mean, std, n)}}``.
     """
     if table_id not in TABLES:
@@ -55,7 +58,8 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
     if spec.kind == "fig3":
         cells, sweeps, models = run_fig3(spec, preset, out_dir, data, log)
     else:
-        cells, sweeps, models = _run_sweeps(spec, preset, preset_name, out_dir, data, command, log)
+        cells, sweeps, models = _run_sweeps(spec, preset, preset_name, out_dir, data, command, log,
+                                            sweep_options)
     this = {"command": command, "wall_seconds": round(time.perf_counter() - t0, 1),
             # all threads of this process
             "cpu_seconds": round(time.process_time() - c0, 1), "threads": torch.get_num_threads()}
@@ -89,7 +93,7 @@ def _previous_invocations(meta_path: Path) -> list[dict]:
              "cpu_seconds": prev.get("cpu_seconds"), "threads": prev.get("threads")}]
 
 
-def _run_sweeps(spec, preset, preset_name, out_dir, data, command, log):
+def _run_sweeps(spec, preset, preset_name, out_dir, data, command, log, sweep_options=None):
     from avalanche_sst.experiments.sweep import run_sweep
 
     per_run: dict[tuple, list[list[float]]] = {}  # (overrides, method) -> per-seed accuracies
@@ -99,7 +103,7 @@ def _run_sweeps(spec, preset, preset_name, out_dir, data, command, log):
         name = sweep_dirname(overrides)
         sweeps.append(name)
         models[name] = sp.model
-        results = run_sweep(sp, out_dir / name, data=data, log=log, command=command)
+        results = run_sweep(sp, out_dir / name, data=data, log=log, command=command, **(sweep_options or {}))
         for r in results:
             per_run.setdefault((overrides, r.method), []).append([100.0 * a for a in r.accuracies])
     cells = {}
