@@ -25,16 +25,20 @@ def build_sst(ctx: StrategyContext, **overrides):
     return MultiStepSST(model=ctx.model, **kwargs)
 
 
+# Set from the run's context, not by a variant.
+_FROM_CONTEXT = {"model", "device", "evaluator", "plugins", "phase_plugins", "valid_stream"}
+
+
 def _sst_arguments() -> set[str]:
     import inspect
 
     from avalanche_sst.strategies import MultiStepSST
 
     return {p.name for p in inspect.signature(MultiStepSST.__init__).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name != "model"}
+            if p.kind is p.KEYWORD_ONLY and p.name not in _FROM_CONTEXT}
 
 
-register(Method("sst", build_sst, "ours: multi-step SST + diverse re-init + AOD + MSL (Lee & Kim 2023)",
+register(Method("sst", build_sst, "the SST framework: multi-step SST + diverse re-init + AOD + MSL (Lee & Kim 2023)",
                 lambda strategy: strategy.state_dict(),
                 lambda strategy, state, done_exps: strategy.load_state_dict(state),
                 accepted=_sst_arguments))
