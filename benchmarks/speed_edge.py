@@ -94,7 +94,7 @@ def _template(model, args, epochs: int, plugins=()):
 def _child(kind: str, threshold: float, args, teacher_path: str, queue) -> None:
     """One measurement in a fresh process: (seconds per epoch, params, peak RSS MiB, RSS before)."""
     torch.set_num_threads(1)
-    from avalanche_sst.filter_pruning import prune_plan
+    from avalanche_sst.functional.filter_pruning import prune_plan
     from avalanche_sst.metrics.validation import validation_data
     from avalanche_sst.models import build_model
     from avalanche_sst.models.student import build_student
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
-    from avalanche_sst.filter_pruning import check_threshold
+    from avalanche_sst.functional.filter_pruning import check_threshold
     from avalanche_sst.models import build_model
 
     for t in args.thresholds:

@@ -34,7 +34,7 @@ from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 
 from avalanche_sst.benchmarks import TensorImageDataset, class_incremental
 from avalanche_sst.models import build_model
-from avalanche_sst.ownership import OWNER_BUFFER
+from avalanche_sst.functional.ownership import OWNER_BUFFER
 from avalanche_sst.plugins.m2kd import exemplar_bytes, grow_incremental_classifier, m2kd_memory_bytes
 from avalanche_sst.strategies.m2kd import M2KD
 

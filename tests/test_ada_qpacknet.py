@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from avalanche_sst.adaptive_pruning import (
+from avalanche_sst.functional.adaptive_pruning import (
     draw_candidate_masks,
     fitness,
     select_candidate,
@@ -17,7 +17,7 @@ from avalanche_sst.adaptive_pruning import (
 )
 from avalanche_sst.benchmarks.scenarios import class_incremental, task_incremental
 from avalanche_sst.models.quantized_multitask import QuantizedMultiTaskModel
-from avalanche_sst.quantization import POSITION_BITS
+from avalanche_sst.functional.quantization import POSITION_BITS
 from avalanche_sst.strategies.ada_qpacknet import AdaQPackNet
 from conftest import make_images
 

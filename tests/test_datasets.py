@@ -118,7 +118,22 @@ def test_fashion_mnist_system_dir_constant(tmp_path, monkeypatch):
     arrays = _write_fmnist(tmp_path / "system")
     monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIRS", (tmp_path / "system",))
     monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
+    (tmp_path / "empty").mkdir()  # an existing root without the files: the search goes on
     _check_fmnist(*D.fashion_mnist(root=tmp_path / "empty"), arrays)
+
+
+def test_fashion_mnist_root_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+    """A mistyped root must not silently read another copy (env var or system)."""
+    _write_fmnist(tmp_path / "system")
+    _write_fmnist(tmp_path / "env")
+    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIRS", (tmp_path / "system",))
+    monkeypatch.setenv(D.DATA_ENV_VAR, str(tmp_path / "env"))
+    typo = tmp_path / "fashoin-mnist"
+    with pytest.raises(D.DatasetNotFoundError) as info:
+        D.fashion_mnist(root=typo)
+    assert info.value.searched == [typo]
+    assert f"root={str(typo)!r} does not exist" in str(info.value)
+    assert not typo.exists()
 
 
 def test_fashion_mnist_bad_magic(tmp_path, no_system_data):

@@ -16,7 +16,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from avalanche_sst.benchmarks import new_class
-from avalanche_sst.edge_transfer import (
+from avalanche_sst.functional.edge_transfer import (
     batch_cosine,
     edge_kt_loss,
     feature_distance,
@@ -25,7 +25,7 @@ from avalanche_sst.edge_transfer import (
     one_hot_bce,
     pair_blocks,
 )
-from avalanche_sst.filter_pruning import prune_plan
+from avalanche_sst.functional.filter_pruning import prune_plan
 from avalanche_sst.metrics import make_evaluator
 from avalanche_sst.models import resnet_cifar
 from avalanche_sst.models.student import build_student

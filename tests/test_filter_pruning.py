@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from avalanche_sst.filter_pruning import (
+from avalanche_sst.functional.filter_pruning import (
     check_threshold,
     kept_filters,
     kept_width,

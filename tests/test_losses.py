@@ -1,11 +1,11 @@
-"""Hand-computed checks of avalanche_sst.losses (eq. 5-9 of Lee & Kim 2023, DML, LwM)."""
+"""Hand-computed checks of avalanche_sst.functional.losses (eq. 5-9 of Lee & Kim 2023, DML, LwM)."""
 
 import math
 
 import pytest
 import torch
 
-from avalanche_sst import losses as L
+from avalanche_sst.functional import losses as L
 
 LN2 = 0.6931471805599453
 LN4 = 1.3862943611198906

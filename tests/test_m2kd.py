@@ -14,9 +14,9 @@ from avalanche.training.losses import ICaRLLossPlugin
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_sst.benchmarks import class_incremental, task_incremental
-from avalanche_sst.m2kd_losses import ad_loss, m2kd_loss, mmd_loss, mmd_targets
+from avalanche_sst.functional.m2kd_losses import ad_loss, m2kd_loss, mmd_loss, mmd_targets
 from avalanche_sst.models import build_model
-from avalanche_sst.ownership import FREE, OWNER_BUFFER
+from avalanche_sst.functional.ownership import FREE, OWNER_BUFFER
 from avalanche_sst.plugins.m2kd import M2KDModel, M2KDPlugin, exemplar_bytes, m2kd_memory_bytes
 from avalanche_sst.strategies.m2kd import M2KD, ICaRLM2KD
 

@@ -1,4 +1,4 @@
-"""Tests of the shared per-weight ownership machinery (avalanche_sst.ownership)."""
+"""Tests of the shared per-weight ownership machinery (avalanche_sst.functional.ownership)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from avalanche_sst.ownership import (
+from avalanche_sst.functional.ownership import (
     FREE,
     OWNER_BUFFER,
     attach_buffer,

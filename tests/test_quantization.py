@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avalanche_sst.quantization import (
+from avalanche_sst.functional.quantization import (
     check_bit_budget,
     decode,
     encode,

@@ -1,11 +1,11 @@
-"""Hand-computed checks of avalanche_sst.sparsity (eq. 1-4 of Lee & Kim 2023)."""
+"""Hand-computed checks of avalanche_sst.functional.sparsity (eq. 1-4 of Lee & Kim 2023)."""
 
 import math
 
 import pytest
 import torch
 
-from avalanche_sst import sparsity as sp
+from avalanche_sst.functional import sparsity as sp
 
 
 # --------------------------------------------------------------------------

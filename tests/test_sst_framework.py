@@ -23,7 +23,7 @@ from avalanche_sst.plugins import (
     StepwiseCosinePlugin,
 )
 from avalanche_sst.plugins import msl as msl_module
-from avalanche_sst.sparsity import fraction_at_or_below
+from avalanche_sst.functional.sparsity import fraction_at_or_below
 from avalanche_sst.strategies import AODStrategy, MultiStepSST
 
 

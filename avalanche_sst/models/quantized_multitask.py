@@ -2,9 +2,9 @@
 sec. 3, Fig. 2; METHOD.md "Ada-QPacknet").
 
 Every Conv2d/Linear weight position of the backbone (the network minus its
-head) holds :data:`~avalanche_sst.quantization.POSITION_BITS` = 32 bits
+head) holds :data:`~avalanche_sst.functional.quantization.POSITION_BITS` = 32 bits
 shared among tasks (``used_bits``, a uint8 buffer per layer attached through
-:mod:`avalanche_sst.ownership`, the per-weight machinery shared with M2KD).
+:mod:`avalanche_sst.functional.ownership`, the per-weight machinery shared with M2KD).
 Task t owns its own value at every position of its mask, stored as a
 ``b_t``-bit code into a per-layer codebook (Alg. 3); its BatchNorm
 parameters and statistics, biases and head are kept per task in fp32. The
@@ -17,7 +17,7 @@ holding the task's decoded weights and stored fp32 tensors, built on first
 use and cached per task and device (not part of the state dict); nothing of
 an earlier task is ever written again, so its outputs stay bit-identical
 (zero forgetting). The task being trained runs the live weights masked to its
-positions through :func:`~avalanche_sst.ownership.functional_forward`. A
+positions through :func:`~avalanche_sst.functional.ownership.functional_forward`. A
 label never trained raises a ValueError.
 
 All state lives in buffers: ``model.state_dict()`` loads with
@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 from avalanche.models import MultiTaskModule
 
-from avalanche_sst.ownership import attach_buffer, count_weights, functional_forward, owned_layers
-from avalanche_sst.quantization import POSITION_BITS, check_bit_budget, decode, quantize, task_capacity_bits
+from avalanche_sst.functional.ownership import attach_buffer, count_weights, functional_forward, owned_layers
+from avalanche_sst.functional.quantization import POSITION_BITS, check_bit_budget, decode, quantize, task_capacity_bits
 
 __all__ = ["QuantizedMultiTaskModel", "USED_BITS"]
 

@@ -3,7 +3,7 @@
 Zhao, Chen & Zhao, "Enabling Deep Learning on Edge Devices through Filter
 Pruning and Knowledge Transfer" (sec. 3): the student keeps every group of
 the teacher but only its last block, and each conv keeps the number of
-filters the activation rule (eq. 1-2, :mod:`avalanche_sst.filter_pruning`)
+filters the activation rule (eq. 1-2, :mod:`avalanche_sst.functional.filter_pruning`)
 gives. The student is trained from scratch, so it is built fresh here.
 
 Also the cost report of Table 1: parameters and FLOPs (counted by
@@ -76,7 +76,7 @@ def build_student(
     if wider:
         raise ValueError(
             f"build_student: the student may not be wider than its teacher; (student, teacher) widths: "
-            f"{wider}. Take the widths from avalanche_sst.filter_pruning.prune_plan(teacher, ...)"
+            f"{wider}. Take the widths from avalanche_sst.functional.filter_pruning.prune_plan(teacher, ...)"
         )
     in_channels = teacher.conv1.in_channels
     classes = teacher.fc.out_features if num_classes is None else num_classes

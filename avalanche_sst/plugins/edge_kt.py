@@ -3,7 +3,7 @@
 Zhao, Chen & Zhao, "Enabling Deep Learning on Edge Devices through Filter
 Pruning and Knowledge Transfer", sec. 4.1 (incremental learning of new data)
 and sec. 4.2 (unseen classes from unlabelled images). The math lives in
-:mod:`avalanche_sst.edge_transfer`; this plugin wires it into Avalanche:
+:mod:`avalanche_sst.functional.edge_transfer`; this plugin wires it into Avalanche:
 
 * the teacher is frozen and in eval mode; each training mini-batch goes
   through it with hooks on its blocks;
@@ -26,7 +26,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from avalanche_sst.edge_transfer import BlockPair, edge_kt_loss
+from avalanche_sst.functional.edge_transfer import BlockPair, edge_kt_loss
 from avalanche_sst.metrics import log_scalar
 from avalanche_sst.models.introspection import capture_block_outputs, classifier
 from avalanche_sst.models.student import group_last_convs, residual_groups

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche_sst.losses import attention_distillation_loss, distillation_loss, grad_cam_map
+from avalanche_sst.functional.losses import attention_distillation_loss, distillation_loss, grad_cam_map
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.models import feature_blocks
 
@@ -85,7 +85,7 @@ def grad_cam(
     """Grad-CAM of ``model`` at ``layer`` for ``classes`` (default: its own top-1).
 
     Returns ``(logits, map, classes)``; ``map`` is ``[B, H*W]``, ReLU'd and
-    L2-normalized (:func:`avalanche_sst.losses.grad_cam_map`). Runs with
+    L2-normalized (:func:`avalanche_sst.functional.losses.grad_cam_map`). Runs with
     gradients enabled whatever the caller's mode. With ``create_graph`` the map
     is differentiable w.r.t. the model's parameters (the student's case);
     otherwise it is detached (the teacher's case).

@@ -4,13 +4,13 @@ snapshot reconstruction, as an Avalanche plugin.
 Zhou, Mai, Zhang, Xu, Wu & Davis, "M2KD: Incremental Learning via
 Multi-model and Multi-level Knowledge Distillation", BMVC 2020.
 
-* Losses (eq. 2-4, :mod:`avalanche_sst.m2kd_losses`): ``L_MMD + lam * L_AD``;
+* Losses (eq. 2-4, :mod:`avalanche_sst.functional.m2kd_losses`): ``L_MMD + lam * L_AD``;
   sigmoid BCE over the seen units, mean over samples and units.
 * Auxiliary head (sec. 3.2): global average pooling + a growing linear head
   on the output of residual stage ``aux_stage`` (2: ``layer2`` of the CIFAR
   ResNets); used in training only.
 * Reconstruction (sec. 3.3, eq. 5-8): every Conv2d/Linear weight of the
-  backbone carries a uint8 step id (255 = free, :mod:`avalanche_sst.ownership`).
+  backbone carries a uint8 step id (255 = free, :mod:`avalanche_sst.functional.ownership`).
   After the training epochs of step k, in each layer the largest-|w| free
   weights are kept so that ``prune_ratio`` of the free ones is released; the
   kept ones get id k, the released ones are zeroed; the network is then
@@ -46,9 +46,9 @@ from torch import Tensor, nn
 from avalanche.models import IncrementalClassifier
 from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche_sst.m2kd_losses import ad_loss, m2kd_loss, mmd_loss, seen_bce
+from avalanche_sst.functional.m2kd_losses import ad_loss, m2kd_loss, mmd_loss, seen_bce
 from avalanche_sst.models.stages import stage, stage_out_channels
-from avalanche_sst.ownership import (
+from avalanche_sst.functional.ownership import (
     FREE,
     OWNER_BUFFER,
     attach_owner_ids,

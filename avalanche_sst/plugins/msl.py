@@ -24,7 +24,7 @@ import warnings
 import torch
 from avalanche.core import SupervisedPlugin
 
-from avalanche_sst.losses import msl_loss
+from avalanche_sst.functional.losses import msl_loss
 from avalanche_sst.metrics.cost import FORWARD_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_slice

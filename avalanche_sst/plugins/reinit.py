@@ -15,7 +15,7 @@ from avalanche.core import SupervisedPlugin
 
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.models import require_scaling_factors
-from avalanche_sst.sparsity import (
+from avalanche_sst.functional.sparsity import (
     DEFAULT_TARGET_RATIO,
     draw_reinit_values,
     layer_reinit_ranges,

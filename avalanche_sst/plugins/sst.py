@@ -22,7 +22,7 @@ from avalanche.core import SupervisedPlugin
 
 from avalanche_sst.metrics.logging import log_histogram, log_scalar
 from avalanche_sst.models import require_scaling_factors
-from avalanche_sst.sparsity import (
+from avalanche_sst.functional.sparsity import (
     DEFAULT_CUT_FRACTION,
     DEFAULT_TARGET_RATIO,
     cut_epoch,

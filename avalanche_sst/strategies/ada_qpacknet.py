@@ -6,7 +6,7 @@ continual learning method without forgetting", ECAI 2023 (METHOD.md,
 Task-incremental only (one experience per task label; the label selects the
 task's sub-network at test time). Per experience (task t):
 
-1. Adaptive pruning, Alg. 1 (eq. 6-9; :mod:`avalanche_sst.adaptive_pruning`):
+1. Adaptive pruning, Alg. 1 (eq. 6-9; :mod:`avalanche_sst.functional.adaptive_pruning`):
    the live weights get a fresh Xavier initialisation; ``population`` (P_S)
    candidate masks are drawn, each layer keeping a random ``1 - s`` of the
    positions that still have room for ``max_bits`` more bits,
@@ -16,7 +16,7 @@ task's sub-network at test time). Per experience (task t):
    of ``alpha * A / max A + beta * Y / max Y`` (Y: eq. 7, positions no task
    uses) continues training for ``full_epochs`` through Avalanche's loop
    (plugins and evaluator see this phase; the search is a plain inner loop).
-2. Adaptive quantization, Alg. 2-3 (:mod:`avalanche_sst.quantization`):
+2. Adaptive quantization, Alg. 2-3 (:mod:`avalanche_sst.functional.quantization`):
    per-layer k-means (or the linear quantizer) with ``2**b`` centroids over
    the task's own weights, ``b`` raised from ``start_bits`` until the
    validation accuracy is within ``delta`` points of the unquantized one
@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader
 from avalanche.training.plugins import LRSchedulerPlugin
 from avalanche.training.templates import SupervisedTemplate
 
-from avalanche_sst.adaptive_pruning import (
+from avalanche_sst.functional.adaptive_pruning import (
     draw_candidate_masks,
     fitness,
     select_candidate,
@@ -66,7 +66,7 @@ from avalanche_sst.metrics.cost import FORWARD_COST, TRAIN_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_slice
 from avalanche_sst.models.quantized_multitask import USED_BITS, QuantizedMultiTaskModel
-from avalanche_sst.quantization import POSITION_BITS, QUANTIZERS, validate_bits
+from avalanche_sst.functional.quantization import POSITION_BITS, QUANTIZERS, validate_bits
 
 __all__ = ["AdaQPackNet"]
 

@@ -37,13 +37,13 @@ from avalanche.benchmarks.scenarios.generic_scenario import CLExperience
 from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_sst.benchmarks.tensor_data import color_jitter
-from avalanche_sst.losses import aod_losses, kl_divergence
+from avalanche_sst.functional.losses import aod_losses, kl_divergence
 from avalanche_sst.metrics.cost import FORWARD_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_data, validation_slice
 from avalanche_sst.models import require_scaling_factors
 from avalanche_sst.plugins.reinit import REINIT_SCOPES, diverse_reinit_
-from avalanche_sst.sparsity import DEFAULT_TARGET_RATIO, validate_ratio, validate_reinit_margin
+from avalanche_sst.functional.sparsity import DEFAULT_TARGET_RATIO, validate_ratio, validate_reinit_margin
 
 
 def consistency_loss(logits_flipped: torch.Tensor, logits_jittered: torch.Tensor,

@@ -8,7 +8,7 @@ prediction (eq. 1-2 / 10 of Zhang et al., temperature 1, peer detached)::
     L_1 = CE(z_1, y) + KL(p_2 || p_1)
     L_2 = CE(z_2, y) + KL(p_1 || p_2)
 
-(:func:`avalanche_sst.losses.dml_loss`); one SGD optimizer over both
+(:func:`avalanche_sst.functional.losses.dml_loss`); one SGD optimizer over both
 students minimises ``L_1 + L_2`` (each term only reaches its own student, so
 this equals DML's alternating per-student updates up to their ordering).
 
@@ -47,7 +47,7 @@ from avalanche.models import avalanche_forward
 from avalanche.models.dynamic_optimizers import update_optimizer
 from avalanche.training.templates import SupervisedTemplate
 
-from avalanche_sst.losses import dml_loss
+from avalanche_sst.functional.losses import dml_loss
 from avalanche_sst.metrics.cost import FORWARD_COST, TRAIN_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_data

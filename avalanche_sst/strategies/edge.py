@@ -37,7 +37,7 @@ from avalanche.training.utils import trigger_plugins
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from avalanche_sst.filter_pruning import check_threshold, prune_plan
+from avalanche_sst.functional.filter_pruning import check_threshold, prune_plan
 from avalanche_sst.metrics import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_data
 from avalanche_sst.models.resnet_cifar import LayerWidths

@@ -34,7 +34,7 @@ def _abs_gammas(model) -> torch.Tensor:
 
 def gamma_stats(abs_gamma: torch.Tensor, target_ratio: float, zero_tol: float) -> dict:
     """Mean |gamma| of all factors and of the non-useless ones (all but the Target_r smallest)."""
-    from avalanche_sst.sparsity import num_selected
+    from avalanche_sst.functional.sparsity import num_selected
 
     values = torch.sort(abs_gamma.double()).values
     k = num_selected(target_ratio, len(values))
@@ -48,7 +48,7 @@ def gamma_stats(abs_gamma: torch.Tensor, target_ratio: float, zero_tol: float) -
 
 def _sst_args(preset: Preset) -> dict:
     from avalanche_sst.plugins.sst import DEFAULT_LAM, DEFAULT_ZERO_TOL
-    from avalanche_sst.sparsity import DEFAULT_CUT_FRACTION, DEFAULT_TARGET_RATIO
+    from avalanche_sst.functional.sparsity import DEFAULT_CUT_FRACTION, DEFAULT_TARGET_RATIO
 
     kw = preset.sst_kwargs or {}
     return dict(target_ratio=kw.get("target_ratio", DEFAULT_TARGET_RATIO), lam=kw.get("lam", DEFAULT_LAM),
@@ -154,7 +154,7 @@ def _plot_fig3(per_seed: dict, target_ratio: float, path: Path, title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from avalanche_sst.sparsity import num_selected
+    from avalanche_sst.functional.sparsity import num_selected
 
     colors = {"Pre-trained": "tab:blue", "BST": "tab:green", "SST": "tab:pink"}
     pooled, remaining = {}, {}
