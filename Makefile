@@ -4,18 +4,30 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+LOCK   := requirements.lock
 
-.PHONY: run test data speed clean
+.PHONY: run test data speed lock clean
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements.lock, every file checked against its hash, then this
+# package itself without resolving anything anew (setuptools comes from the lock too).
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Deliberate update of the lock: re-resolves pyproject.toml's dependencies (with the dev
+# extra) and the pins in requirements.in to the newest versions they allow, with hashes.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet 'pip-tools>=7.4'
+	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --upgrade --extra dev --generate-hashes \
+		--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml requirements.in
 
 data:
 	@bash scripts/ensure_fashion_mnist.sh
 
+# One run per core on a local Ray instance (--workers 1: all in this process, without Ray).
 run: $(STAMP) data
 	$(PY) experiments/sweep.py --preset quick
 

@@ -16,7 +16,9 @@ import sys
 from typing import Optional, Sequence
 
 from avalanche_sst.experiments import paper as P
+from avalanche_sst.experiments.executor import add_executor_arguments, executor_options, ray_session
 from avalanche_sst.experiments.paper import PRESET_NAMES, TABLES, estimate_cpu_seconds, run_table
+from avalanche_sst.experiments.tables import scenario_text
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -29,6 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data-root", default=None, help="override the preset's data_root")
     parser.add_argument("--device", default=None, help="override the preset's device (cpu, cuda)")
     parser.add_argument("--list", action="store_true", help="list the tables with their presets and estimates")
+    add_executor_arguments(parser)
     args = parser.parse_args(argv)
 
     if args.list or not args.tables:
@@ -38,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             est_text = f"~{est / 60:.0f} min CPU" if est is not None else "no CPU estimate (GPU preset)"
             models = list(dict.fromkeys(dict(P.resolve_overrides(c, args.preset)).get("model", p.model)
                                         for c in spec.cells)) or [p.model]
-            print(f"{tid:14s} {p.dataset}/{','.join(models)} ratios {list(p.ratios)} train_fraction {p.train_fraction} "
+            print(f"{tid:14s} {p.dataset}/{','.join(models)} {scenario_text(p)} train_fraction {p.train_fraction} "
                   f"seeds {list(p.seeds)}: {est_text}  -- {spec.title}")
         return 0
     ids = list(TABLES) if args.tables == ["all"] else args.tables
@@ -47,10 +50,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown table(s) {unknown}; choose from {list(TABLES)} or 'all'")
     changes = {k: v for k, v in {"data_root": args.data_root, "device": args.device}.items() if v is not None}
     command = "python experiments/paper_tables.py " + " ".join(argv)
-    for tid in ids:
-        paths = run_table(tid, args.preset, args.out, seeds=args.seeds, command=command.strip(),
-                          preset_changes=changes or None)
-        print(paths["md"].read_text())
+    options = executor_options(args)
+    with ray_session(**options):  # one Ray instance for all the tables' sweeps
+        for tid in ids:
+            paths = run_table(tid, args.preset, args.out, seeds=args.seeds, command=command.strip(),
+                              preset_changes=changes or None, sweep_options=options)
+            print(paths["md"].read_text())
     return 0
 
 

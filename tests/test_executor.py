@@ -62,8 +62,10 @@ def test_phase_position_counts_iterations_over_the_whole_phase():
     # epoch 3 of 4, 10 iterations each, 7 done in this epoch: 2 * 10 + 7 of 40
     assert phase_position(dict(epoch=3, n_epochs=4, iteration=7, n_iterations=10)) == (27, 40)
     assert phase_position(dict(epoch=1, n_epochs=1, iteration=0, n_iterations=5)) == (0, 5)
-    # evaluation (no epochs) or a loader without a length: no total, so no ETA
-    assert phase_position(dict(epoch=0, n_epochs=0, iteration=0, n_iterations=0)) == (0, None)
+    # evaluation (no epochs): the iterations of the experience evaluated
+    assert phase_position(dict(epoch=0, n_epochs=0, iteration=3, n_iterations=8)) == (3, 8)
+    # a loader without a length: no total, so no ETA
+    assert phase_position(dict(epoch=2, n_epochs=3, iteration=4, n_iterations=0)) == (4, None)
 
 
 def test_bar_description():
@@ -165,7 +167,9 @@ def in_process(tmp_path_factory, data):
     return dict(out=out, results=results, logs=logs)
 
 
-def test_two_ray_workers_give_the_same_table_and_a_killed_worker_resumes(tmp_path, data, in_process):
+def test_two_ray_workers_give_the_same_table_and_a_killed_worker_resumes(tmp_path, data, in_process,
+                                                                          monkeypatch):
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
     out, marker = tmp_path / "two_workers", tmp_path / "killed.pid"
     logs: list[str] = []
     bars = io.StringIO()
@@ -187,6 +191,7 @@ def test_two_ray_workers_give_the_same_table_and_a_killed_worker_resumes(tmp_pat
     # progress events came back from the workers
     text = bars.getvalue()
     assert "finetune seed 0 | step 1/2 train | epoch 1/1" in text and "sweep: runs 4/4" in text
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"  # no usage reports sent from a sweep
     executor = json.loads((out / "preset.json").read_text())["executor"]
     assert executor["workers"] == 2 and executor["threads_per_run"] == 1
 
@@ -203,6 +208,8 @@ def test_progress_bars_in_sst_phases_and_no_logger_warning(tmp_path, data):
     for phase in ("step 1/2 scratch | epoch 1/1", "step 1/2 sst | epoch 2/2", "step 2/2 aod | epoch 1/1"):
         assert f"sst seed 0 | {phase}" in text, (phase, text[-2000:])
     assert "finetune seed 0 | step 2/2 train | epoch 1/1" in text
+    # the evaluation after each step, with its own total: 80 test images in batches of 64
+    assert "finetune seed 0 | step 2/2 eval:   0%|          | 0/2 [" in text
     assert "sweep: runs 2/2 |##########| [" in text  # runs done / total, elapsed < ETA
     assert "it/s" in text or "s/it" in text  # the run bars' rate
     # the per-step result lines are unchanged

@@ -21,6 +21,7 @@ from avalanche_sst.experiments.methods import get_method
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT / "docs" / "paper_numbers.csv"
 PAPER_TEXT = ROOT.parent / "shared" / "seeds" / "000_44087247977456f4.txt"
+M2KD_TEXT = ROOT.parent / "shared" / "seeds" / "002_fdc4b0d55ed57d86.txt"
 SEEDS = {"table7_single": (0, 1), "fig3": (0, 1)}  # two seeds where the std is checked
 # Generated data: the whole of it (the tiny preset's fractions are for Fashion-MNIST).
 TINY_CHANGES = dict(train_fraction=1.0, test_fraction=1.0, epochs_scratch=2)
@@ -36,7 +37,7 @@ def outputs(tmp_path_factory, make_data):
     out = tmp_path_factory.mktemp("paper")
     data = (make_data(40, seed=0), make_data(20, seed=1))
     results, logs = {}, []
-    for table_id in P.TABLES:
+    for table_id in (t for t, spec in P.TABLES.items() if spec.paper == "000"):  # 4-class data: the SST paper's
         results[table_id] = P.run_table(table_id, "tiny", out, data=data, seeds=SEEDS.get(table_id, (0,)),
                                         preset_changes=TINY_CHANGES, log=logs.append)
     return dict(out=out, data=data, results=results, logs=logs)
@@ -106,7 +107,10 @@ def test_cpu_presets_are_estimated_under_an_hour():
 # --------------------------------------------------------------------------
 # every table end to end at the tiny preset
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize("table_id", list(P.TABLES))
+SST_TABLES = [t for t, spec in P.TABLES.items() if spec.paper == "000"]
+
+
+@pytest.mark.parametrize("table_id", SST_TABLES)
 def test_table_runs_and_is_written_in_the_paper_layout(outputs, table_id):
     spec = P.TABLES[table_id]
     res = outputs["results"][table_id]
@@ -275,7 +279,7 @@ def test_report_shows_every_table_with_command_and_ordering(outputs, tmp_path):
                             "--out", str(out), "--archive", str(archive)]) == 0
     text = out.read_text()
     # the archive holds the generated tables and run summaries, never checkpoints or event files
-    for tid in P.TABLES:
+    for tid in SST_TABLES:
         assert {f"{tid}.md", f"{tid}.csv", f"{tid}.json"} <= {f.name for f in (archive / tid).iterdir()}
     assert (archive / "table2" / "sweep_model=resnet14-w4" / "runs.csv").exists()
     assert (archive / "fig3" / "fig3.png").exists()
@@ -287,10 +291,14 @@ def test_report_shows_every_table_with_command_and_ordering(outputs, tmp_path):
     assert f"[fig3.png]({os.path.relpath(archive / 'fig3' / 'fig3.png', out.parent)})" in fig3
     assert "[sweep/accuracy.png](" in text.split("## table6:")[1].split("\n## ")[0]
     summary = text.split("## Summary")[1].split("\n## ")[0]
-    assert [l.split(" | ")[0] for l in summary.strip().splitlines()[2:]] == [f"| {t}" for t in P.TABLES]
-    sections = text.split("\n## ")[2:]
+    rows = [l for l in summary.strip().splitlines()[2:] if l.startswith("| ")]
+    assert [l.split(" | ")[0] for l in rows] == [f"| {t}" for t in SST_TABLES]
+    # grouped by paper: the SST paper's tables, then M2KD's (not run here, so only their commands)
+    assert text.index("# Paper 000") < text.index("# Paper 002")
+    sections = [s for s in text.split("\n## ")[1:] if not s.startswith("Summary")]
     assert [s.split(":")[0] for s in sections] == list(P.TABLES)
-    for tid, section in zip(P.TABLES, sections):
+    assert "Not run yet" in sections[-1] and "paper_tables.py m2kd_table1 --preset" in sections[-1]
+    for tid, section in zip(SST_TABLES, sections):
         seeds = list(SEEDS.get(tid, (0,)))
         assert f"`{P.default_command(tid, 'tiny', seeds, outputs['out'])}`" in section
         assert f"seeds {seeds}" in section
@@ -311,8 +319,9 @@ def test_report_cpu_time_is_the_sum_of_run_seconds(outputs, table_id, n_sweeps):
     out_dir = outputs["out"] / table_id
     total, runs = 0.0, set()
     for path in out_dir.rglob("runs.csv"):
-        rows = read_csv_rows(path)[1:]
-        per_run = {(path, ",".join(r[:-4]), r[-4]): float(r[-1]) for r in rows}  # names may hold commas
+        header, *rows = read_csv_rows(path)
+        k, sec = len(header) - 1, header.index("seconds") - len(header)  # from the right: names may hold commas
+        per_run = {(path, ",".join(r[:-k]), r[-k]): float(r[sec]) for r in rows}
         runs |= set(per_run)
         total += sum(per_run.values())
     assert P.cpu_seconds(out_dir) == pytest.approx(total)
@@ -447,7 +456,7 @@ def test_paper_numbers_cover_every_table_and_cite_it():
     for n in numbers:
         assert n.source.startswith(n.table), n
     for tid, spec in P.TABLES.items():
-        if spec.kind == "fig3":
+        if spec.kind == "fig3" or tid == "m2kd_fig4":  # figures: the papers print no numbers
             continue
         cells = P.paper_cells(numbers, spec)
         for c in spec.cells:
@@ -475,11 +484,17 @@ def test_paper_numbers_cover_every_table_and_cite_it():
 
 @pytest.mark.skipif(not PAPER_TEXT.exists(), reason="the paper text is not beside this checkout")
 def test_paper_numbers_appear_in_the_paper_text():
+    """Every number in docs/paper_numbers.csv is printed in its paper (seeds 000 and 002)."""
     text = PAPER_TEXT.read_text()
     start = text.index("IV. EXPERIMENTS")
     body = text[start:]
     numbers_in_text = set(re.findall(r"\d+\.\d+", body))
+    m2kd_text = M2KD_TEXT.read_text()
     for n in P.load_paper_numbers(PAPER_CSV):
+        if n.paper == "002":  # M2KD's Table 1 prints one decimal, row by row
+            row = next(l for l in m2kd_text.splitlines() if l.startswith(n.row + "\t"))
+            assert row.split("\t")[int(n.column)] == f"{n.value:.1f}", n
+            continue
         assert f"{n.value:.2f}" in numbers_in_text, n
         if n.std is not None:
             assert f"{n.std:.2f}" in numbers_in_text, n
@@ -494,3 +509,15 @@ def test_ordering_lists_the_most_certain_flips_first():
     assert res.flipped_significant == 1
     assert sentence.index("a vs c") < sentence.index("a vs b") and "b vs c" not in sentence
     assert "p = 0.001" in sentence and "p = 0.3" in sentence and "and 1 more" in sentence
+
+
+def test_m2kd_table_runs_on_ten_classes(tmp_path, make_data):
+    """M2KD's Table 1 in kind (5 steps x 2 classes) end to end at the tiny size."""
+    data = (make_data(12, seed=0, classes=10), make_data(4, seed=1, classes=10))
+    result = P.run_table("m2kd_table1", "tiny", tmp_path, data=data, seeds=(0,),
+                         preset_changes=dict(train_fraction=1.0, test_fraction=1.0), log=lambda s: None)
+    header, *rows = read_csv_rows(result["csv"])
+    assert [r[0] for r in rows] == list(P.TABLES["m2kd_table1"].rows)
+    assert len(header) == 6  # the row label and steps 1-5
+    md = Path(result["md"]).read_text()
+    assert "scenario class_incremental" in md and "all classes seen so far" in md

@@ -8,7 +8,8 @@ streams) and a ``.classes`` list. Missing data raises
 says how to obtain the data.
 
 Fashion-MNIST (:func:`fashion_mnist`)
-    Places searched, in order: ``root`` (if given), the folder named by the
+    Places searched, in order: ``root`` (if given; a ``root`` that does not
+    exist raises rather than falling through to the others), the folder named by the
     ``AVALANCHE_SST_DATA`` environment variable, then
     :data:`FASHION_MNIST_SYSTEM_DIRS` (``/usr/share/datasets/fashion-mnist``,
     where the Debian/Ubuntu package ``dataset-fashion-mnist`` installs it).
@@ -205,6 +206,15 @@ def fashion_mnist(
     root_path = None if root is None else _check_path(root, "root")
     download = _check_bool(download, "download")
     classes = list(torchvision.datasets.FashionMNIST.classes)
+    if root_path is not None and not root_path.exists() and not download:
+        # An explicit root is what the user meant to read: a typo must not fall through to
+        # another copy (the env var's or the system's) and silently give other data.
+        raise DatasetNotFoundError(
+            "Fashion-MNIST", [root_path],
+            f"root={str(root_path)!r} does not exist. Fix the path, or pass root=None to search "
+            f"{DATA_ENV_VAR} and {', '.join(map(str, FASHION_MNIST_SYSTEM_DIRS))}, "
+            "or pass download=True to download into it.",
+        )
 
     searched = _fashion_mnist_candidates(root_path)
     for directory in searched:

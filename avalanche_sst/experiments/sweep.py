@@ -284,6 +284,7 @@ def run_sweep(
     if data is None:
         data = load_dataset(preset.dataset, preset.data_root)
     jobs = [(name, seed) for seed in preset.seeds for name in preset.methods]
+    run_root = out.resolve()  # a worker's working folder need not be ours
 
     def run(job, data, ctx):  # in the worker: its process settings, its own benchmark, one run
         name, seed = job
@@ -293,7 +294,7 @@ def run_sweep(
             keep_freed_memory(True)
         benchmark = build_benchmark(preset, seed, data)  # seeded: the same split in every worker
         plugins = [*extra_plugins(name, seed), ctx.progress_plugin(len(benchmark.train_stream))]
-        return run_one(preset, name, seed, benchmark, out, plugins, ctx.log)
+        return run_one(preset, name, seed, benchmark, run_root, plugins, ctx.log)
 
     t0 = time.perf_counter()
     with ProgressDisplay(len(jobs), file=progress_file, enabled=progress, log=log) as display:

@@ -81,14 +81,16 @@ def markdown_table(summary: dict[str, list[tuple[float, float]]]) -> str:
     return "\n".join(lines)
 
 
-def _setting(preset):
+def setting_scores(preset):
+    """The scores (:class:`~avalanche_sst.metrics.scores.SettingScores`) of the preset's setting."""
     from avalanche_sst.experiments.scenarios import get_scenario
     from avalanche_sst.metrics.scores import SETTING_SCORES
 
     return SETTING_SCORES[get_scenario(getattr(preset, "scenario", "same_class")).setting]
 
 
-def _scenario_text(preset) -> str:
+def scenario_text(preset) -> str:
+    """``ratios [...]`` for same-class data, else the scenario and its arguments."""
     scenario = getattr(preset, "scenario", "same_class")
     if scenario == "same_class":
         return f"ratios {list(preset.ratios)}"
@@ -113,12 +115,12 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
     out = Path(out)
     summary = summarize(results)
     seeds = sorted({r.seed for r in results})
-    setting = _setting(preset)
+    setting = setting_scores(preset)
     scored_on = "" if getattr(preset, "evaluate_on", "test") == "test" else \
         " Scored on the VALIDATION slices (evaluate_on=valid), not the test set."
     lines = [
         f"{setting.description} after each step, mean ± std over seeds {seeds}.{scored_on}",
-        f"Preset `{preset.name}`: {preset.dataset}, {preset.model}, {_scenario_text(preset)}, "
+        f"Preset `{preset.name}`: {preset.dataset}, {preset.model}, {scenario_text(preset)}, "
         f"train fraction {preset.train_fraction}, test fraction {preset.test_fraction}.",
         "",
         markdown_table(summary),

@@ -58,6 +58,19 @@ def markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def scenario_of(meta: Mapping) -> str:
+    """The table's scenario as its meta records it (tables written before scenarios: their ratios)."""
+    return meta.get("scenario") or f"ratios {meta.get('ratios', '?')}"
+
+
+def score_sentence(meta: Mapping) -> str:
+    """What the cells are: the setting's score, or (same-class data) the paper's Top-1 wording."""
+    score = meta.get("score")
+    if score is None or score == "Top-1 accuracy (%) on the whole test set":
+        return "Top-1 % on the whole test set unless the column says otherwise"
+    return score
+
+
 def write_table(spec: TableSpec, cells: Mapping, meta: dict, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     header, body = table_grid(spec, cells)
@@ -72,10 +85,10 @@ def write_table(spec: TableSpec, cells: Mapping, meta: dict, out_dir: Path) -> d
         "",
         f"Varies: {spec.varies}.",
         f"Paper: {spec.paper_source}, {spec.paper_setting}. Here: preset `{meta['preset']}` "
-        f"({meta['dataset']}, model {models_text(meta['models'])}, ratios {meta['ratios']}, "
+        f"({meta['dataset']}, model {models_text(meta['models'])}, "
+        f"{scenario_of(meta)}, "
         f"train fraction {meta['train_fraction']}).",
-        f"Top-1 % on the whole test set unless the column says otherwise; mean ± std (sample std) over "
-        f"seeds {seeds} ({n_min} run(s) per cell).",
+        f"{score_sentence(meta)}; mean ± std (sample std) over seeds {seeds} ({n_min} run(s) per cell).",
         "",
         markdown(header, body),
         "",

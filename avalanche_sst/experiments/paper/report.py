@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from avalanche_sst.experiments.paper.fig3 import FIG3_KEYS
-from avalanche_sst.experiments.paper.formatting import markdown, models_text, read_runs_csv, read_table_csv
+from avalanche_sst.experiments.paper.formatting import (markdown, models_text, read_runs_csv, read_table_csv,
+                                                        scenario_of)
 from avalanche_sst.experiments.paper.runner import default_command
 from avalanche_sst.experiments.paper.specs import (PAPERS, TABLES, TableSpec, resolve_overrides, sweep_dirname,
                                                    tables_by_paper)
@@ -179,7 +180,7 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
         ours = our_cells(spec, csv_path.parent)
         lines += [
             f"Ours (preset `{meta.get('preset', '?')}`: {meta.get('dataset', '?')}, "
-            f"{models_text(meta.get('models', {}))}, ratios {meta.get('ratios', '?')}, "
+            f"{models_text(meta.get('models', {}))}, {scenario_of(meta)}, "
             f"seeds {meta.get('seeds', '?')}):",
             "",
             _csv_markdown(csv_path),

@@ -20,7 +20,7 @@ import torch
 from avalanche_sst.experiments.paper.fig3 import run_fig3
 from avalanche_sst.experiments.paper.formatting import write_table
 from avalanche_sst.experiments.paper.specs import TABLES, resolve_overrides, sweep_dirname, sweep_groups
-from avalanche_sst.experiments.tables import mean_std
+from avalanche_sst.experiments.tables import mean_std, scenario_text, setting_scores
 
 
 def default_command(table_id: str, preset_name: str, seeds: Sequence[int], out_root) -> str:
@@ -67,7 +67,8 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
     meta = {
         "table": table_id, "title": spec.title, "preset": preset_name, "preset_name": preset.name,
         "seeds": list(preset.seeds), "command": command, "dataset": preset.dataset, "models": models,
-        "ratios": list(preset.ratios), "train_fraction": preset.train_fraction,
+        "ratios": list(preset.ratios), "scenario": scenario_text(preset),
+        "score": setting_scores(preset).description, "train_fraction": preset.train_fraction,
         "paper_setting": spec.paper_setting, "sweeps": sweeps,
         # a resumed table sums every invocation that wrote it (runs redone after a change included)
         "invocations": invocations,
