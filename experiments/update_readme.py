@@ -4,6 +4,9 @@
 
 Sections (each only if its source exists):
 - ``quick-table``: ``results/quick/table.md``, written by ``make run``;
+- ``split-table`` / ``task-table``: ``docs/runs/{split,task}_quick/table.md``, copied from
+  ``results/`` after ``experiments/sweep.py --preset split_quick`` / ``task_quick``;
+- ``scaling``: ``benchmarks/results/sweep_scaling.md``, the output of ``benchmarks/sweep_scaling.py``;
 - ``speed``: ``benchmarks/results/speed_cpu.md``, written by ``make speed``.
 Numbers are never typed into the README: rerun the producing command, then this.
 """
@@ -17,6 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = {
     "quick-table": ROOT / "results" / "quick" / "table.md",
+    "split-table": ROOT / "docs" / "runs" / "split_quick" / "table.md",
+    "task-table": ROOT / "docs" / "runs" / "task_quick" / "table.md",
+    "scaling": ROOT / "benchmarks" / "results" / "sweep_scaling.md",
     "speed": ROOT / "benchmarks" / "results" / "speed_cpu.md",
 }
 

@@ -300,7 +300,8 @@ def run_sweep(
     with ProgressDisplay(len(jobs), file=progress_file, enabled=progress, log=log) as display:
         results = executor.map(run, jobs, [f"{name} seed {seed}" for name, seed in jobs], shared=data,
                                report=display, order=longest_first(preset, [name for name, _ in jobs]))
-    write_tables(results, out, preset, command=command, wall_seconds=time.perf_counter() - t0)
+    write_tables(results, out, preset, command=command, wall_seconds=time.perf_counter() - t0,
+                 threads_per_run=threads)
     return results
 
 

@@ -111,7 +111,8 @@ def final_scores_table(results, names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def write_tables(results, out: Path, preset, command: Optional[str] = None, wall_seconds: float = 0.0) -> None:
+def write_tables(results, out: Path, preset, command: Optional[str] = None, wall_seconds: float = 0.0,
+                 threads_per_run: Optional[int] = None) -> None:
     out = Path(out)
     summary = summarize(results)
     seeds = sorted({r.seed for r in results})
@@ -136,8 +137,12 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
         lines += [f"Scores after the last step (%; {setting.primary} is the table above):", "",
                   final_scores_table(results, setting.names), ""]
     if command:
-        lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time on {machine_description()} "
-                     "(runs finished by an earlier invocation are reused and add no time).")
+        from avalanche_sst.experiments.versions import environment_versions, versions_text
+
+        threads = f", {threads_per_run} torch thread(s) per run" if threads_per_run else ""
+        lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time on {machine_description()}"
+                     f"{threads} (runs finished by an earlier invocation are reused and add no time). "
+                     f"Versions: {versions_text(environment_versions())}.")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
     steps = max(len(v) for v in summary.values())
