@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from avalanche_sst.functional import baseline_losses as B
 from avalanche_sst.functional import losses as L
 
 LN2 = 0.6931471805599453
@@ -278,15 +279,15 @@ def test_dml_loss_value_and_peer_detached():
     y = torch.tensor([0])
     # CE = ln 4 = 1.3862944; KL(peer||me) = 0.5 ln(0.5/0.25) + 0.5 ln((1/6)/(1/4))
     #      = 0.5 ln 2 + 0.5 ln(2/3) = 0.5 ln(4/3) = 0.1438410 -> 1.5301354
-    loss = L.dml_loss(me, peer, y)
+    loss = B.dml_loss(me, peer, y)
     assert val(loss) == pytest.approx(1.5301353973, abs=1e-8)
     # kl_weight 2: 1.3862944 + 0.2876821 = 1.6739764
-    assert val(L.dml_loss(me, peer, y, kl_weight=2.0)) == pytest.approx(1.6739764336, abs=1e-8)
+    assert val(B.dml_loss(me, peer, y, kl_weight=2.0)) == pytest.approx(1.6739764336, abs=1e-8)
     loss.backward()
     assert peer.grad is None
     assert val(me.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="logits_self.*logits_peer"):
-        L.dml_loss(me, torch.zeros(1, 3), y)
+        B.dml_loss(me, torch.zeros(1, 3), y)
 
 
 def test_grad_cam_map_hand_value():
@@ -295,23 +296,23 @@ def test_grad_cam_map_hand_value():
     # channel weights: mean(2,0,1,1) = 1, mean(-1,0,-1,0) = -0.5
     # 1*A0 - 0.5*A1 = [[1-2, 2-0], [3-0, 4-4]] = [[-1, 2], [3, 0]] -> ReLU [0, 2, 3, 0]
     # L2 norm sqrt(13) -> [0, 2/3.6055513, 3/3.6055513, 0] = [0, 0.5547002, 0.8320503, 0]
-    cam = L.grad_cam_map(a, g)
+    cam = B.grad_cam_map(a, g)
     assert cam.shape == (1, 4)
     assert torch.allclose(cam, torch.tensor([[0.0, 0.5547002, 0.8320503, 0.0]]), atol=1e-6)
     # all-zero map stays zero (no NaN)
-    zero = L.grad_cam_map(a, torch.zeros_like(g))
+    zero = B.grad_cam_map(a, torch.zeros_like(g))
     assert torch.equal(zero, torch.zeros(1, 4))
     with pytest.raises(ValueError, match="activations.*gradients"):
-        L.grad_cam_map(a, torch.zeros(1, 2, 3, 3))
+        B.grad_cam_map(a, torch.zeros(1, 2, 3, 3))
 
 
 def test_attention_distillation_loss_value_and_teacher_detached():
     s = torch.tensor([[0.0, 0.6, 0.8, 0.0], [0.5, 0.5, 0.5, 0.5]], requires_grad=True)
     t = torch.tensor([[0.6, 0.8, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]], requires_grad=True)
     # row 1: |0-0.6| + |0.6-0.8| + |0.8-0| + 0 = 0.6 + 0.2 + 0.8 = 1.6; row 2: 0 -> mean 0.8
-    loss = L.attention_distillation_loss(s, t)
+    loss = B.attention_distillation_loss(s, t)
     assert val(loss) == pytest.approx(0.8, abs=1e-6)
     loss.backward()
     assert t.grad is None and s.grad is not None
     with pytest.raises(ValueError, match="map_student.*map_teacher"):
-        L.attention_distillation_loss(s, torch.zeros(2, 3))
+        B.attention_distillation_loss(s, torch.zeros(2, 3))

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from avalanche_sst.functional import reinit as ri
 from avalanche_sst.functional import sparsity as sp
 
 
@@ -269,10 +270,10 @@ def test_soft_threshold_in_place():
 def test_reinit_range_on_known_vector():
     v = torch.tensor([0.7, 0.0, 1.0, 0.3, 0.5, 0.1, 0.9, 0.2, 0.6, 0.4, 0.8])  # 0..10/10 shuffled
     # n = 11: q 0.3+0.1 = 0.4 -> position 0.4*10 = 4 -> 0.4; q 1-0.1 = 0.9 -> position 9 -> 0.9
-    low, high = sp.reinit_range(v, 0.3, 0.1)
+    low, high = ri.reinit_range(v, 0.3, 0.1)
     assert low == pytest.approx(0.4, abs=1e-6) and high == pytest.approx(0.9, abs=1e-6)
     # margin 0.2: q 0.5 -> 0.5; q 0.8 -> 0.8
-    low, high = sp.reinit_range(v, 0.3, 0.2)
+    low, high = ri.reinit_range(v, 0.3, 0.2)
     assert low == pytest.approx(0.5, abs=1e-6) and high == pytest.approx(0.8, abs=1e-6)
 
 
@@ -280,36 +281,36 @@ def test_reinit_range_interpolates_linearly():
     v = torch.tensor([3.0, 0.0, 2.0, 1.0])  # sorted 0, 1, 2, 3 (n = 4)
     # q 0.4 -> position 0.4*3 = 1.2 -> 1 + 0.2*(2-1) = 1.2
     # q 0.9 -> position 0.9*3 = 2.7 -> 2 + 0.7*(3-2) = 2.7
-    low, high = sp.reinit_range(v, 0.3, 0.1)
+    low, high = ri.reinit_range(v, 0.3, 0.1)
     assert low == pytest.approx(1.2) and high == pytest.approx(2.7)
     # margin 0: q 0.3 -> position 0.9 -> 0.9; q 1 -> 3
-    low, high = sp.reinit_range(v, 0.3, 0.0)
+    low, high = ri.reinit_range(v, 0.3, 0.0)
     assert low == pytest.approx(0.9) and high == pytest.approx(3.0)
 
 
 def test_reinit_range_validation():
     v = torch.tensor([0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="margin"):
-        sp.reinit_range(v, 0.3, 0.35)
+        ri.reinit_range(v, 0.3, 0.35)
     with pytest.raises(ValueError, match="target_ratio"):
-        sp.reinit_range(v, 0.0, 0.1)
+        ri.reinit_range(v, 0.0, 0.1)
     with pytest.raises(ValueError, match=">= 0"):
-        sp.reinit_range(torch.tensor([-1.0, 1.0]), 0.3, 0.1)
+        ri.reinit_range(torch.tensor([-1.0, 1.0]), 0.3, 0.1)
     with pytest.raises(ValueError, match="1-D"):
-        sp.reinit_range(v.reshape(1, 3), 0.3, 0.1)
+        ri.reinit_range(v.reshape(1, 3), 0.3, 0.1)
     with pytest.raises(ValueError, match="empty"):
-        sp.reinit_range(torch.tensor([]), 0.3, 0.1)
+        ri.reinit_range(torch.tensor([]), 0.3, 0.1)
 
 
 def test_draw_reinit_values_range_reproducible_and_private_rng():
     torch.manual_seed(123)
     expected_global = torch.rand(3)
     torch.manual_seed(123)
-    a = sp.draw_reinit_values(500, 0.2, 0.6, torch.Generator().manual_seed(7))
+    a = ri.draw_reinit_values(500, 0.2, 0.6, torch.Generator().manual_seed(7))
     # the global RNG was not advanced by the draw
     assert torch.equal(torch.rand(3), expected_global)
-    b = sp.draw_reinit_values(500, 0.2, 0.6, torch.Generator().manual_seed(7))
-    c = sp.draw_reinit_values(500, 0.2, 0.6, torch.Generator().manual_seed(8))
+    b = ri.draw_reinit_values(500, 0.2, 0.6, torch.Generator().manual_seed(7))
+    c = ri.draw_reinit_values(500, 0.2, 0.6, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert a.shape == (500,)
@@ -322,13 +323,13 @@ def test_draw_reinit_values_range_reproducible_and_private_rng():
 
 def test_draw_reinit_values_edge_and_validation():
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(sp.draw_reinit_values(3, 0.5, 0.5, g), torch.full((3,), 0.5))
-    assert sp.draw_reinit_values(0, 0.1, 0.2, g).numel() == 0
+    assert torch.equal(ri.draw_reinit_values(3, 0.5, 0.5, g), torch.full((3,), 0.5))
+    assert ri.draw_reinit_values(0, 0.1, 0.2, g).numel() == 0
     with pytest.raises(ValueError, match="low"):
-        sp.draw_reinit_values(3, 0.6, 0.2, g)
+        ri.draw_reinit_values(3, 0.6, 0.2, g)
     with pytest.raises(ValueError, match="generator"):
-        sp.draw_reinit_values(3, 0.1, 0.2, None)
+        ri.draw_reinit_values(3, 0.1, 0.2, None)
     with pytest.raises(ValueError, match="n must"):
-        sp.draw_reinit_values(-1, 0.1, 0.2, g)
+        ri.draw_reinit_values(-1, 0.1, 0.2, g)
     with pytest.raises(ValueError, match="high"):
-        sp.draw_reinit_values(2, 0.1, math.inf, g)
+        ri.draw_reinit_values(2, 0.1, math.inf, g)

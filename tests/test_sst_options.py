@@ -11,7 +11,7 @@ from avalanche_sst.benchmarks import TensorImageDataset, same_class_accumulating
 from avalanche_sst.metrics import make_evaluator
 from avalanche_sst.models import resnet_cifar, scaling_factors
 from avalanche_sst.plugins import ReinitPlugin, StepwiseCosinePlugin, diverse_reinit_
-from avalanche_sst.functional.sparsity import layer_reinit_ranges, mean_abs_split
+from avalanche_sst.functional.reinit import layer_reinit_ranges, mean_abs_split
 from avalanche_sst.strategies import HPOStrategy, MultiStepSST
 from avalanche_sst.strategies.aod import AODStrategy, consistency_loss
 

@@ -10,10 +10,7 @@ Implements, as pure functions on tensors:
 * eq. (9) -- multi-step loss ``L_MS = KL(P_T || P_S) + (sum_i L_AT)/n`` with
   the attention transfer loss of Zagoruyko & Komodakis, "Paying More
   Attention to Attention", ICLR 2017: :func:`msl_loss`.
-* the baselines of Table 7: deep mutual learning (Zhang et al., "Deep Mutual
-  Learning", CVPR 2018, :func:`dml_loss`) and Learning without Memorizing
-  (Dhar et al., CVPR 2019, :func:`grad_cam_map`,
-  :func:`attention_distillation_loss`).
+The baselines of Table 7 (DML, LwM) are in :mod:`.baseline_losses`.
 
 Conventions: logits are ``[batch, classes]``; probabilities are
 temperature-scaled softmaxes ``softmax(z / T)``; logarithms are natural (losses
@@ -32,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avalanche_sst.functional.checks import check_tensor, check_logits, check_same_shape, check_logit_pair, check_targets, positive, non_negative
+
 __all__ = [
     "kl_divergence",
     "distillation_loss",
@@ -43,77 +42,9 @@ __all__ = [
     "aod_losses",
     "MSLLosses",
     "msl_loss",
-    "dml_loss",
-    "grad_cam_map",
-    "attention_distillation_loss",
 ]
 
 Features = Union[Tensor, Sequence[Tensor]]
-
-
-# --------------------------------------------------------------------------
-# validation helpers
-# --------------------------------------------------------------------------
-def _check_tensor(x: object, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
-
-
-def _check_logits(x: object, name: str) -> Tensor:
-    t = _check_tensor(x, name)
-    if t.dim() != 2:
-        raise ValueError(f"{name} must be 2-D [batch, classes], got shape {tuple(t.shape)}")
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} must have a non-empty batch and class dimension, got {tuple(t.shape)}")
-    if not t.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    return t
-
-
-def _check_same_shape(a: Tensor, name_a: str, b: Tensor, name_b: str) -> None:
-    if a.shape != b.shape:
-        raise ValueError(
-            f"shape mismatch: {name_a} has shape {tuple(a.shape)} but {name_b} has shape "
-            f"{tuple(b.shape)}"
-        )
-
-
-def _check_logit_pair(a: object, name_a: str, b: object, name_b: str) -> tuple[Tensor, Tensor]:
-    ta = _check_logits(a, name_a)
-    tb = _check_logits(b, name_b)
-    _check_same_shape(ta, name_a, tb, name_b)
-    return ta, tb
-
-
-def _check_targets(targets: object, logits: Tensor, name_logits: str) -> Tensor:
-    t = _check_tensor(targets, "targets")
-    if t.dim() != 1 or t.shape[0] != logits.shape[0]:
-        raise ValueError(
-            f"targets must be 1-D with one class index per row of {name_logits} "
-            f"(batch {logits.shape[0]}), got shape {tuple(t.shape)}"
-        )
-    if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise ValueError(f"targets must be an integer class-index tensor, got dtype {t.dtype}")
-    return t.long()
-
-
-def _positive(value: object, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
-
-
-def _non_negative(value: object, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
 
 
 # --------------------------------------------------------------------------
@@ -127,8 +58,8 @@ def kl_divergence(logits_p: Tensor, logits_q: Tensor, temperature: float = 1.0) 
     :func:`distillation_loss`). Gradient flows into both arguments; detach the
     one that should not learn.
     """
-    logits_p, logits_q = _check_logit_pair(logits_p, "logits_p", logits_q, "logits_q")
-    t = _positive(temperature, "temperature")
+    logits_p, logits_q = check_logit_pair(logits_p, "logits_p", logits_q, "logits_q")
+    t = positive(temperature, "temperature")
     log_p = F.log_softmax(logits_p / t, dim=1)
     log_q = F.log_softmax(logits_q / t, dim=1)
     return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
@@ -141,10 +72,10 @@ def distillation_loss(
 
     The teacher is detached. At ``T = 1`` this is exactly ``KL(p_T || p_S)``.
     """
-    student_logits, teacher_logits = _check_logit_pair(
+    student_logits, teacher_logits = check_logit_pair(
         student_logits, "student_logits", teacher_logits, "teacher_logits"
     )
-    t = _positive(temperature, "temperature")
+    t = positive(temperature, "temperature")
     return kl_divergence(teacher_logits.detach(), student_logits, t) * (t * t)
 
 
@@ -156,8 +87,8 @@ def js_divergence(logits_p: Tensor, logits_q: Tensor, temperature: float = 1.0) 
     classes, averaged over the batch. Symmetric, in ``[0, ln 2]``. Gradient
     flows into both arguments; the AOD caller detaches the peer.
     """
-    logits_p, logits_q = _check_logit_pair(logits_p, "logits_p", logits_q, "logits_q")
-    t = _positive(temperature, "temperature")
+    logits_p, logits_q = check_logit_pair(logits_p, "logits_p", logits_q, "logits_q")
+    t = positive(temperature, "temperature")
     log_p = F.log_softmax(logits_p / t, dim=1)
     log_q = F.log_softmax(logits_q / t, dim=1)
     # log m = log((p + q) / 2), computed stably in log space.
@@ -177,7 +108,7 @@ def attention_map(features: Tensor) -> Tensor:
     activations of ``features`` ``[B, C, H, W]``, flattened to ``[B, H*W]``
     and L2-normalized per sample.
     """
-    x = _check_tensor(features, "features")
+    x = check_tensor(features, "features")
     if x.dim() != 4:
         raise ValueError(f"features must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
     return F.normalize(x.pow(2).mean(1).flatten(1), p=2.0, dim=1)
@@ -216,7 +147,7 @@ def attention_transfer_loss(
         )
     if not s_list:
         raise ValueError("student_feats and teacher_feats must hold at least one block")
-    b = _non_negative(beta, "beta")
+    b = non_negative(beta, "beta")
     losses = []
     for i, (s, t) in enumerate(zip(s_list, t_list)):
         if s.dim() != 4 or t.dim() != 4:
@@ -328,12 +259,12 @@ def aod_losses(
     and gives the CE term weight 1 (``kd_k`` are then zero; ``w_k`` are still
     reported). ``use_cr=False`` drops the CR term (``cr_k`` zero).
     """
-    logits_1f = _check_logits(logits_1f, "logits_1f")
+    logits_1f = check_logits(logits_1f, "logits_1f")
     for name, x in (("logits_1c", logits_1c), ("logits_2f", logits_2f), ("logits_2c", logits_2c)):
-        _check_logits(x, name)
-        _check_same_shape(logits_1f, "logits_1f", x, name)
-    y = _check_targets(targets, logits_1f, "logits_1f")
-    a = _non_negative(alpha, "alpha")
+        check_logits(x, name)
+        check_same_shape(logits_1f, "logits_1f", x, name)
+    y = check_targets(targets, logits_1f, "logits_1f")
+    a = non_negative(alpha, "alpha")
 
     ce_1 = F.cross_entropy(logits_1f, y)
     ce_2 = F.cross_entropy(logits_2f, y)
@@ -396,61 +327,3 @@ def msl_loss(
     kd = distillation_loss(student_logits, teacher_logits, temperature)
     at = attention_transfer_loss(student_feats, teacher_feats, beta)
     return MSLLosses(total=kd + at, kd=kd, at=at)
-
-
-# --------------------------------------------------------------------------
-# compared methods (Table 7)
-# --------------------------------------------------------------------------
-def dml_loss(
-    logits_self: Tensor,
-    logits_peer: Tensor,
-    targets: Tensor,
-    temperature: float = 1.0,
-    kl_weight: float = 1.0,
-) -> Tensor:
-    """Deep mutual learning (Zhang et al. 2018), one student's loss.
-
-    ``CE(logits_self, y) + kl_weight * KL(p_peer || p_self)`` with the peer
-    detached; the KL uses softmax at ``temperature`` without a ``T^2`` factor
-    (the original uses ``T = 1``, where both agree).
-    """
-    logits_self, logits_peer = _check_logit_pair(
-        logits_self, "logits_self", logits_peer, "logits_peer"
-    )
-    y = _check_targets(targets, logits_self, "logits_self")
-    w = _non_negative(kl_weight, "kl_weight")
-    ce = F.cross_entropy(logits_self, y)
-    return ce + w * kl_divergence(logits_peer.detach(), logits_self, temperature)
-
-
-def grad_cam_map(activations: Tensor, gradients: Tensor) -> Tensor:
-    """Grad-CAM attention map of LwM (Dhar et al. 2019), ``[B, H*W]``.
-
-    Channel weights ``w_c`` = ``gradients`` averaged over H and W; map =
-    ``ReLU(sum_c w_c * A_c)``, flattened and L2-normalized per sample
-    (``F.normalize`` with ``eps=1e-12``, so an all-zero map stays zero).
-    Gradient flows into whatever of ``activations`` / ``gradients`` carries a
-    graph; the caller decides (e.g. ``create_graph=True`` for the student).
-    """
-    a = _check_tensor(activations, "activations")
-    g = _check_tensor(gradients, "gradients")
-    if a.dim() != 4:
-        raise ValueError(f"activations must be 4-D [B, C, H, W], got shape {tuple(a.shape)}")
-    _check_same_shape(a, "activations", g, "gradients")
-    weights = g.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * a).sum(dim=1))
-    return F.normalize(cam.flatten(1), p=2.0, dim=1, eps=1e-12)
-
-
-def attention_distillation_loss(map_student: Tensor, map_teacher: Tensor) -> Tensor:
-    """LwM attention distillation: L1 distance of the two (normalized) maps.
-
-    ``sum_j |map_student - map_teacher|`` over positions, averaged over the
-    batch; the teacher map is detached. Maps are ``[B, H*W]``.
-    """
-    s = _check_tensor(map_student, "map_student")
-    t = _check_tensor(map_teacher, "map_teacher")
-    if s.dim() != 2:
-        raise ValueError(f"map_student must be 2-D [B, H*W], got shape {tuple(s.shape)}")
-    _check_same_shape(s, "map_student", t, "map_teacher")
-    return (s - t.detach()).abs().sum(dim=1).mean()

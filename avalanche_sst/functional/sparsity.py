@@ -1,4 +1,4 @@
-"""Selective sparsity training (SST) and diverse re-initialization math.
+"""Selective sparsity training (SST) math.
 
 Pure functions implementing section III-B/C of Lee & Kim, "Multi-Step Training
 Framework Using Sparsity Training for Efficient Utilization of Accumulated New
@@ -11,8 +11,7 @@ Data in CNNs", IEEE Access 2023:
 * eq. (2): the SP_r schedule (:func:`sparsity_ratio`,
   :func:`effective_sparsity_ratio`).
 * eq. (3): ``E_cut = E_max / 3`` (:func:`cut_epoch`).
-* eq. (4): the re-initialization range ``Target_r + I < R < 1 - I``
-  (:func:`reinit_range`, :func:`draw_reinit_values`).
+* eq. (4), diverse re-initialization, is in :mod:`.reinit`.
 
 The binding choices for points the paper leaves open are those of
 ``METHOD.md`` and are restated in each docstring: epochs count from 0; the
@@ -45,10 +44,6 @@ __all__ = [
     "effective_sparsity_ratio",
     "l1_subgradient",
     "soft_threshold_",
-    "reinit_range",
-    "layer_reinit_ranges",
-    "draw_reinit_values",
-    "mean_abs_split",
 ]
 
 #: Paper default for Target_r (section IV, Table 1).
@@ -67,7 +62,7 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _real(value: object, name: str) -> float:
+def real(value: object, name: str) -> float:
     """Convert ``value`` to a finite float or raise ValueError naming ``name``."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
         value = value.item()
@@ -79,7 +74,7 @@ def _real(value: object, name: str) -> float:
     return out
 
 
-def _as_tensor_list(gammas: GammaInput, name: str = "gammas") -> list[Tensor]:
+def as_tensor_list(gammas: GammaInput, name: str = "gammas") -> list[Tensor]:
     """Accept one tensor or a sequence of tensors; return a list of tensors."""
     if isinstance(gammas, Tensor):
         return [gammas]
@@ -94,7 +89,7 @@ def _as_tensor_list(gammas: GammaInput, name: str = "gammas") -> list[Tensor]:
     return out
 
 
-def _flat_abs(gammas: list[Tensor]) -> Tensor:
+def flat_abs(gammas: list[Tensor]) -> Tensor:
     """Concatenate ``|gamma|`` of all layers (detached, on the first device)."""
     if not gammas:
         return torch.empty(0)
@@ -156,10 +151,10 @@ def cut_epoch(max_epochs: float, cut_fraction: float = DEFAULT_CUT_FRACTION) -> 
     accepts a fractional ``cut_epoch``. ``max_epochs`` must be >= 1 and
     ``cut_fraction`` in (0, 1].
     """
-    e_max = _real(max_epochs, "max_epochs")
+    e_max = real(max_epochs, "max_epochs")
     if e_max < 1.0:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}")
-    frac = _real(cut_fraction, "cut_fraction")
+    frac = real(cut_fraction, "cut_fraction")
     if not (0.0 < frac <= 1.0):
         raise ValueError(
             f"cut_fraction must be in (0, 1] (paper default 1/3), got {cut_fraction!r}"
@@ -175,11 +170,11 @@ def sparsity_ratio(epoch: float, target_ratio: float, cut_epoch: float) -> float
     reaches ``Target_r`` at ``E_cut``. ``cut_epoch`` may be fractional;
     ``cut_epoch <= 0`` gives ``Target_r`` at once.
     """
-    e = _real(epoch, "epoch")
+    e = real(epoch, "epoch")
     if e < 0:
         raise ValueError(f"epoch must be >= 0 (0-based), got {epoch!r}")
     target = validate_ratio(target_ratio, "target_ratio")
-    cut = _real(cut_epoch, "cut_epoch")
+    cut = real(cut_epoch, "cut_epoch")
     if cut <= 0.0 or e >= cut:
         return target
     return (target - 1.0) / cut * e + 1.0
@@ -194,7 +189,7 @@ def num_selected(ratio: float, n: int) -> int:
     ``(0.1, 4) -> 0`` (0.4 rounds down). ``ratio`` may be anywhere in
     ``[0, 1]`` here (SP_r = 1 at epoch 0 selects everything).
     """
-    r = _real(ratio, "ratio")
+    r = real(ratio, "ratio")
     if not (0.0 <= r <= 1.0):
         raise ValueError(f"ratio must be in [0, 1], got {ratio!r}")
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0:
@@ -213,11 +208,11 @@ def select_smallest(gammas: GammaInput, ratio: float) -> list[Tensor]:
     position (earlier layer / earlier index first). Returns one boolean mask
     per input, shaped like it and on its device. An empty sequence gives ``[]``.
     """
-    layers = _as_tensor_list(gammas)
+    layers = as_tensor_list(gammas)
     if not layers:
         num_selected(ratio, 0)  # still validates ratio
         return []
-    flat = _flat_abs(layers)
+    flat = flat_abs(layers)
     if torch.isnan(flat).any():
         raise ValueError("gammas contain NaN; cannot rank scaling factors")
     n = flat.numel()
@@ -235,7 +230,7 @@ def select_smallest(gammas: GammaInput, ratio: float) -> list[Tensor]:
 
 
 def _zero_tol(zero_tol: float) -> float:
-    tol = _real(zero_tol, "zero_tol")
+    tol = real(zero_tol, "zero_tol")
     if tol < 0:
         raise ValueError(f"zero_tol must be >= 0, got {zero_tol!r}")
     return tol
@@ -247,7 +242,7 @@ def count_at_or_below(gammas: GammaInput, zero_tol: float) -> int:
     The "converged to 0" count of the early switch of eq. (2).
     """
     tol = _zero_tol(zero_tol)
-    flat = _flat_abs(_as_tensor_list(gammas))
+    flat = flat_abs(as_tensor_list(gammas))
     return int((flat <= tol).sum().item())
 
 
@@ -256,7 +251,7 @@ def fraction_at_or_below(gammas: GammaInput, zero_tol: float) -> float:
 
     Raises ValueError if ``gammas`` holds no factor (the fraction is undefined).
     """
-    layers = _as_tensor_list(gammas)
+    layers = as_tensor_list(gammas)
     n = sum(g.numel() for g in layers)
     if n == 0:
         raise ValueError("gammas holds no scaling factors; the fraction is undefined")
@@ -272,7 +267,7 @@ def early_switch_reached(target_ratio: float, gammas: GammaInput, zero_tol: floa
     the same value as the Target_r".
     """
     target = validate_ratio(target_ratio, "target_ratio")
-    layers = _as_tensor_list(gammas)
+    layers = as_tensor_list(gammas)
     n = sum(g.numel() for g in layers)
     return count_at_or_below(layers, zero_tol) >= num_selected(target, n)
 
@@ -327,7 +322,7 @@ def l1_subgradient(gamma: Tensor, mask: Tensor, lam: float) -> Tensor:
     The result is detached and has ``gamma``'s dtype and device.
     """
     _check_mask(gamma, mask)
-    lam_f = _real(lam, "lam")
+    lam_f = real(lam, "lam")
     if lam_f < 0:
         raise ValueError(f"lam must be >= 0, got {lam!r}")
     g = gamma.detach()
@@ -344,108 +339,10 @@ def soft_threshold_(gamma: Tensor, mask: Tensor, threshold: float) -> Tensor:
     Returns ``gamma``.
     """
     _check_mask(gamma, mask)
-    thr = _real(threshold, "threshold")
+    thr = real(threshold, "threshold")
     if thr < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}")
     with torch.no_grad():
         shrunk = torch.sign(gamma) * torch.clamp(gamma.abs() - thr, min=0.0)
         gamma.copy_(torch.where(mask.to(gamma.device), shrunk, gamma))
     return gamma
-
-
-# --------------------------------------------------------------------------
-# eq. (4): diverse re-initialization
-# --------------------------------------------------------------------------
-def reinit_range(abs_gammas: Tensor, target_ratio: float, margin: float) -> tuple[float, float]:
-    """Eq. (4): the re-initialization range ``Target_r + I < R < 1 - I``.
-
-    ``abs_gammas`` is the 1-D tensor of ``|gamma|`` of all factors (any
-    order). They are sorted ascending and the values at the quantiles
-    ``q_low = Target_r + I`` and ``q_high = 1 - I`` are returned as
-    ``(low, high)``. Quantile definition (same as ``torch.quantile`` /
-    ``numpy.quantile`` with ``interpolation='linear'``): for ``n`` sorted
-    values ``v_0 <= ... <= v_{n-1}``, position ``p = q * (n - 1)``, value
-    ``v_floor(p) + (p - floor(p)) * (v_floor(p)+1 - v_floor(p))``; computed
-    in float64. Example: ``v = 0, 0.1, ..., 1.0`` (n = 11), ``Target_r =
-    0.3``, ``I = 0.1`` -> positions 4 and 9 -> ``(0.4, 0.9)``.
-    """
-    target = validate_ratio(target_ratio, "target_ratio")
-    m = validate_reinit_margin(target, margin)
-    if not isinstance(abs_gammas, Tensor):
-        raise ValueError(f"abs_gammas must be a torch.Tensor, got {type(abs_gammas).__name__}")
-    if abs_gammas.dim() != 1:
-        raise ValueError(f"abs_gammas must be 1-D, got shape {tuple(abs_gammas.shape)}")
-    if abs_gammas.numel() == 0:
-        raise ValueError("abs_gammas is empty")
-    values = abs_gammas.detach().to(device="cpu", dtype=torch.float64)
-    if torch.isnan(values).any():
-        raise ValueError("abs_gammas contains NaN")
-    if (values < 0).any():
-        raise ValueError("abs_gammas must be absolute values (>= 0); pass gamma.abs()")
-    q = torch.tensor([target + m, 1.0 - m], dtype=torch.float64)
-    low, high = torch.quantile(values, q, interpolation="linear").tolist()
-    return low, high
-
-
-def layer_reinit_ranges(
-    abs_gammas: Sequence[Tensor], target_ratio: float, margin: float
-) -> list[tuple[float, float]]:
-    """Eq. (4) applied to each layer alone: one ``(low, high)`` per layer.
-
-    An option beyond the paper (``reinit_range_scope="layer"``): the range of
-    a layer's re-initialised factors is the ``Target_r + I`` to ``1 - I``
-    quantile span of that layer's own ``|gamma|`` (same quantile definition as
-    :func:`reinit_range`), so a low-scale layer (e.g. a shortcut BN) is not
-    refilled at the scale of the whole network. Example: layer ``0, 0.1, ...,
-    1.0`` and layer ``0, 0.01, ..., 0.04`` at ``Target_r = 0.3, I = 0.1`` ->
-    ``[(0.4, 0.9), (0.016, 0.036)]``.
-    """
-    layers = _as_tensor_list(abs_gammas, "abs_gammas")
-    if not layers:
-        raise ValueError("abs_gammas holds no layer")
-    return [reinit_range(g.detach().reshape(-1), target_ratio, margin) for g in layers]
-
-
-def mean_abs_split(gammas: GammaInput, ratio: float) -> tuple[float, float]:
-    """Mean ``|gamma|`` of the ``ratio`` fraction selected by :func:`select_smallest`
-    (the "useless" factors at ``ratio = Target_r``) and of the rest.
-
-    A diagnostic (does the penalty shrink only the selected factors, as in the
-    paper's Fig. 3?). An empty side gives ``nan``.
-    """
-    layers = _as_tensor_list(gammas)
-    masks = select_smallest(layers, ratio)
-    flat = _flat_abs(layers)
-    mask = torch.cat([m.reshape(-1).to(flat.device) for m in masks]) if masks else flat.bool()
-    selected, rest = flat[mask].double(), flat[~mask].double()
-    return (float(selected.mean()) if selected.numel() else math.nan,
-            float(rest.mean()) if rest.numel() else math.nan)
-
-
-def draw_reinit_values(
-    n: int,
-    low: float,
-    high: float,
-    generator: torch.Generator,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Draw ``n`` new scaling factors uniformly from ``[low, high)`` (eq. 4's R).
-
-    Uses only the given ``torch.Generator`` (never the global RNG), so two
-    students made with different generators get different draws and a
-    seeded generator reproduces them. The tensor is on the generator's device.
-    ``low == high`` gives ``n`` copies of ``low``. (Up to float rounding the
-    upper end is exclusive.)
-    """
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    lo = _real(low, "low")
-    hi = _real(high, "high")
-    if lo > hi:
-        raise ValueError(f"low must be <= high, got low={lo!r}, high={hi!r}")
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(
-            f"generator must be a torch.Generator, got {type(generator).__name__}"
-        )
-    u = torch.rand(int(n), generator=generator, dtype=dtype, device=generator.device)
-    return lo + (hi - lo) * u

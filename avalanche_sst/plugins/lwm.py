@@ -40,7 +40,8 @@ from torch import Tensor, nn
 
 from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche_sst.functional.losses import attention_distillation_loss, distillation_loss, grad_cam_map
+from avalanche_sst.functional.baseline_losses import attention_distillation_loss, grad_cam_map
+from avalanche_sst.functional.losses import distillation_loss
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.models import feature_blocks
 

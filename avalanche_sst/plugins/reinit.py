@@ -15,15 +15,8 @@ from avalanche.core import SupervisedPlugin
 
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.models import require_scaling_factors
-from avalanche_sst.functional.sparsity import (
-    DEFAULT_TARGET_RATIO,
-    draw_reinit_values,
-    layer_reinit_ranges,
-    reinit_range,
-    select_smallest,
-    validate_ratio,
-    validate_reinit_margin,
-)
+from avalanche_sst.functional.reinit import draw_reinit_values, layer_reinit_ranges, reinit_range
+from avalanche_sst.functional.sparsity import DEFAULT_TARGET_RATIO, select_smallest, validate_ratio, validate_reinit_margin
 
 #: Where eq. 4's range comes from: all factors (the paper) or each layer alone.
 REINIT_SCOPES = ("global", "layer")

@@ -47,7 +47,7 @@ from avalanche.models import avalanche_forward
 from avalanche.models.dynamic_optimizers import update_optimizer
 from avalanche.training.templates import SupervisedTemplate
 
-from avalanche_sst.functional.losses import dml_loss
+from avalanche_sst.functional.baseline_losses import dml_loss
 from avalanche_sst.metrics.cost import FORWARD_COST, TRAIN_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_data

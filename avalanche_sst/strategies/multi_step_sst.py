@@ -51,8 +51,9 @@ from avalanche_sst.plugins.msl import MSLPlugin
 from avalanche_sst.plugins.reinit import REINIT_SCOPES, diverse_reinit_
 from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
 from avalanche_sst.plugins.sst import DEFAULT_LAM, DEFAULT_ZERO_TOL, SSTPlugin
-from avalanche_sst.functional.sparsity import (DEFAULT_CUT_FRACTION, DEFAULT_TARGET_RATIO, mean_abs_split, validate_ratio,
-                                    validate_reinit_margin)
+from avalanche_sst.functional.reinit import mean_abs_split
+from avalanche_sst.functional.sparsity import (DEFAULT_CUT_FRACTION, DEFAULT_TARGET_RATIO, validate_ratio,
+                                               validate_reinit_margin)
 from avalanche_sst.strategies.aod import AODStrategy
 
 NEW_DATA_MODES = ("aod", "finetune")
