@@ -122,7 +122,7 @@ def test_task_incremental_scores_of_a_constant_model(tiny_data):
 
 @pytest.mark.parametrize("scenario,header", [
     ("class_incremental", "Top-1 accuracy (%) on the test images of all classes seen so far"),
-    ("task_incremental", "mean over the tasks seen so far of each task's Top-1 accuracy (%), task label given"),
+    ("task_incremental", "Mean over the tasks seen so far of each task's Top-1 accuracy (%), task label given"),
 ])
 def test_split_sweep_runs_every_baseline(tmp_path, tiny_data, scenario, header):
     preset = tiny(scenario=scenario, methods=SPLIT_METHODS)
@@ -275,3 +275,15 @@ def test_evaluate_on_valid_scores_the_validation_slices(tmp_path, tiny_data):
     assert "Scored on the VALIDATION slices" in (tmp_path / "table.md").read_text()
     with pytest.raises(ValueError, match="validation_fraction=0.1"):
         run_sweep(tiny(evaluate_on="valid"), tmp_path / "b", data=tiny_data, log=lambda s: None)
+
+
+def test_the_harness_imports_without_avalanches_qp_solver_warning():
+    """Avalanche's start-up warns that qpsolvers has no solver (GEM's, unused here); the
+    sweep's output, in the driver and in every Ray worker, must not carry it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "default", "-c", "import avalanche_sst.experiments.sweep"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "no QP solver" not in done.stderr

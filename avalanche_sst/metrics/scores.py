@@ -135,7 +135,7 @@ register_setting(SettingScores(
     ("top1_seen", "avg_incremental", "forgetting"), _class_incremental))
 register_setting(SettingScores(
     "task_incremental", "mean_task_top1",
-    "mean over the tasks seen so far of each task's Top-1 accuracy (%), task label given",
+    "Mean over the tasks seen so far of each task's Top-1 accuracy (%), task label given",
     ("mean_task_top1", "forgetting"), _task_incremental))
 register_setting(SettingScores(
     "new_class", "weighted_mean",
