@@ -39,7 +39,10 @@ def main() -> int:
     text = readme.read_text()
     for name, source in SECTIONS.items():
         if source.exists():
-            text = splice(text, name, source.read_text())
+            body = source.read_text()
+            if source.suffix != ".md" or name == "scaling":  # plain text output: keep its columns
+                body = "```\n" + body.strip() + "\n```\n"
+            text = splice(text, name, body)
             print(f"updated section {name} from {source.relative_to(ROOT)}")
         else:
             print(f"skipped section {name}: {source.relative_to(ROOT)} does not exist", file=sys.stderr)

@@ -115,6 +115,19 @@ def _parse_field(key: str, text: str, hint):
                          ) from None
 
 
+_SPLIT_QUICK = dict(
+    scenario_kwargs={"classes_per_step": 2},
+    methods=("finetune", "lwf", "ewc", "replay", "cumulative"),
+    seeds=(0,),
+    train_fraction=0.2,
+    test_fraction=0.5,
+    batch_size=64,
+    epochs_scratch=3,
+    epochs_finetune=3,
+    lr_finetune=0.1,
+    method_kwargs={"replay": {"mem_size": 200}},
+)
+
 PRESETS = {
     # CPU scaling: the paper fine-tunes (and runs AOD) at lr 0.001 for 300 epochs;
     # with 3-5 epochs that lr leaves the model almost unchanged (measured on this
@@ -146,34 +159,8 @@ PRESETS = {
     # Class- and task-incremental Split Fashion-MNIST, 5 steps of 2 classes, a
     # few minutes on 2 cores. Every step learns new classes, so each trains at
     # the from-scratch lr for the same epochs.
-    "split_quick": Preset(
-        name="split_quick",
-        scenario="class_incremental",
-        scenario_kwargs={"classes_per_step": 2},
-        methods=("finetune", "lwf", "ewc", "replay", "cumulative"),
-        seeds=(0,),
-        train_fraction=0.2,
-        test_fraction=0.5,
-        batch_size=64,
-        epochs_scratch=3,
-        epochs_finetune=3,
-        lr_finetune=0.1,
-        method_kwargs={"replay": {"mem_size": 200}},
-    ),
-    "task_quick": Preset(
-        name="task_quick",
-        scenario="task_incremental",
-        scenario_kwargs={"classes_per_step": 2},
-        methods=("finetune", "lwf", "ewc", "replay", "cumulative"),
-        seeds=(0,),
-        train_fraction=0.2,
-        test_fraction=0.5,
-        batch_size=64,
-        epochs_scratch=3,
-        epochs_finetune=3,
-        lr_finetune=0.1,
-        method_kwargs={"replay": {"mem_size": 200}},
-    ),
+    "split_quick": Preset(name="split_quick", scenario="class_incremental", **_SPLIT_QUICK),
+    "task_quick": Preset(name="task_quick", scenario="task_incremental", **_SPLIT_QUICK),
 }
 
 

@@ -172,7 +172,7 @@ def run_one(
             method.rebuild_model(strategy, state["method"])
         strategy.model.load_state_dict(state["model"])
         method.load_state_dict(strategy, state["method"], train_stream[:start_step])
-        meter.load_state_dict(state["cost"])
+        meter.load_state_dict(state.get("cost", {}))
         # The clock's counters too: RWalk's score checkpoints count global iterations.
         for name, value in state.get("clock", {"train_exp_counter": start_step}).items():
             setattr(strategy.clock, name, int(value))

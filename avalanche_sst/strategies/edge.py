@@ -26,17 +26,16 @@ unseen-class student has no labelled validation data and keeps its last epoch.
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Optional, Sequence
 
 import torch
 from avalanche.core import SupervisedPlugin
-from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import trigger_plugins
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from avalanche_sst.strategies.phased import PhasedStrategy, phase_evaluator, propagated_plugins
 from avalanche_sst.functional.filter_pruning import check_threshold, prune_plan
 from avalanche_sst.metrics import log_scalar
 from avalanche_sst.metrics.validation import accuracy, validation_data
@@ -67,7 +66,7 @@ class _BestEpoch(SupervisedPlugin):
             self.best_state = {k: v.detach().clone() for k, v in strategy.model.state_dict().items()}
 
 
-class EdgeStrategy(SupervisedTemplate):
+class EdgeStrategy(PhasedStrategy):
     """Teacher -> compression at ``threshold`` -> student -> on-device step.
 
     :param model: the teacher's architecture (``resnet_cifar``/``wide_resnet``,
@@ -134,11 +133,9 @@ class EdgeStrategy(SupervisedTemplate):
 
     def _phase(self, name: str, exp, model: nn.Module, lr: float, epochs: int, plugins: Sequence = (),
                valid=None) -> nn.Module:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="No loggers specified")
-            evaluator = EvaluationPlugin(loggers=[])
+        evaluator = phase_evaluator()
         best = _BestEpoch(valid, self.device, self.eval_mb_size) if valid is not None else None
-        shared = [p for p in self.plugins if getattr(p, "propagate_to_phases", False)]
+        shared = propagated_plugins(self)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=self.momentum, nesterov=self.nesterov,
                                     weight_decay=self.weight_decay)
         inner = SupervisedTemplate(
@@ -235,20 +232,6 @@ class EdgeStrategy(SupervisedTemplate):
             self.model = self._phase("student", exp, self.model, self.lrs["scratch"], self.epochs["scratch"],
                                      plugins, valid=valid)
         trigger_plugins(self, "after_training_exp")  # the Clock plugin counts the experience
-
-    # -- Avalanche entry point -------------------------------------------------
-
-    def train(self, experiences, eval_streams=None, **kwargs):
-        if not isinstance(experiences, (list, tuple)):
-            experiences = [experiences]
-        self.is_training = True
-        self.model.train()
-        trigger_plugins(self, "before_training")
-        for exp in experiences:
-            self._train_step(exp)
-        trigger_plugins(self, "after_training")
-        self.is_training = False
-        return self.evaluator.get_last_metrics()
 
     # -- resume ------------------------------------------------------------------
 

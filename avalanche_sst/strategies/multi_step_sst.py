@@ -32,17 +32,16 @@ the prepared model; the MSL teacher's updates. Plugins with
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 from avalanche.benchmarks.scenarios.generic_scenario import CLExperience
 from avalanche.core import SupervisedPlugin
-from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import trigger_plugins
 
+from avalanche_sst.strategies.phased import PhasedStrategy, phase_evaluator, propagated_plugins
 from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.metrics.validation import accuracy
 from avalanche_sst.models import require_blocks, require_scaling_factors, scaling_factors
@@ -83,7 +82,7 @@ class _PhaseLog(SupervisedPlugin):
         self.parent.sst_epoch_counter += 1
 
 
-class MultiStepSST(SupervisedTemplate):
+class MultiStepSST(PhasedStrategy):
     """One Avalanche strategy running the whole framework; call ``train``/``eval``.
 
     :param valid_stream: ``benchmark.valid_stream`` (build the benchmark with
@@ -192,11 +191,8 @@ class MultiStepSST(SupervisedTemplate):
     def _phase(self, name: str, exp: CLExperience, model: nn.Module, lr: float, epochs: int,
                plugins: Sequence = (), strategy_cls=SupervisedTemplate, **strategy_kwargs) -> nn.Module:
         """Train ``model`` on ``exp`` as one phase; return the phase's output model."""
-        with warnings.catch_warnings():
-            # The phase logs through this strategy (log_scalar's sst_parent), on purpose without loggers.
-            warnings.filterwarnings("ignore", message="No loggers specified")
-            evaluator = EvaluationPlugin(loggers=[])
-        shared = [p for p in self.plugins if getattr(p, "propagate_to_phases", False)]
+        evaluator = phase_evaluator()
+        shared = propagated_plugins(self)
         inner = strategy_cls(
             model=model, optimizer=self._optimizer(model, lr), criterion=nn.CrossEntropyLoss(),
             train_mb_size=self.train_mb_size, train_epochs=epochs, eval_mb_size=self.eval_mb_size,
@@ -264,18 +260,6 @@ class MultiStepSST(SupervisedTemplate):
         return total is not None and exp.current_experience >= total - 1
 
     # -- Avalanche entry points ----------------------------------------------
-
-    def train(self, experiences, eval_streams=None, **kwargs):
-        if isinstance(experiences, CLExperience):
-            experiences = [experiences]
-        self.is_training = True
-        self.model.train()
-        trigger_plugins(self, "before_training")
-        for exp in experiences:
-            self._train_step(exp)
-        trigger_plugins(self, "after_training")
-        self.is_training = False
-        return self.evaluator.get_last_metrics()
 
     def _train_step(self, exp: CLExperience) -> None:
         self.experience = exp
