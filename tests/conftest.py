@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from avalanche_sst.benchmarks import TensorImageDataset
+from avalanche_sst.benchmarks.same_class import RelabelledSubset
 
 # Two CPU cores are shared with long-running jobs: keep every test single-threaded.
 torch.set_num_threads(1)
@@ -47,3 +48,14 @@ def make_data():
 def tiny_data():
     """(train, test): 4 classes x 40 train / 20 test samples of 1x8x8 uint8 images."""
     return make_images(40, seed=0), make_images(20, seed=1)
+
+
+def subset_of(exp_or_dataset) -> RelabelledSubset:
+    """The RelabelledSubset an experience's Avalanche dataset wraps."""
+    todo = [getattr(exp_or_dataset, "dataset", exp_or_dataset)]
+    while todo:
+        d = todo.pop()
+        if isinstance(d, RelabelledSubset):
+            return d
+        todo.extend(getattr(d, "_datasets", None) or [])
+    raise AssertionError("no RelabelledSubset inside the experience's dataset")

@@ -9,13 +9,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import subset_of
 import torch
 from torch.utils.data import TensorDataset
 
 from avalanche.training import EWC, Cumulative, LwF, Naive
 
 from avalanche_sst.benchmarks import inject_label_noise, same_class_accumulating, stratified_split
-from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.metrics import accuracy, make_evaluator
 from avalanche_sst.models import build_model
 
@@ -25,17 +25,6 @@ ACC_KEY = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def subset_of(exp_or_dataset) -> RelabelledSubset:
-    """The RelabelledSubset an experience's Avalanche dataset wraps."""
-    todo = [getattr(exp_or_dataset, "dataset", exp_or_dataset)]
-    while todo:
-        d = todo.pop()
-        if isinstance(d, RelabelledSubset):
-            return d
-        todo.extend(getattr(d, "_datasets", None) or [])
-    raise AssertionError("no RelabelledSubset inside the experience's dataset")
-
-
 def class_counts(targets, indices) -> Counter:
     return Counter(int(targets[i]) for i in indices)
 

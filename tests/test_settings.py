@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from conftest import subset_of
 import torch
 
 from avalanche.models.packnet import PackNetModel
@@ -32,7 +33,6 @@ from avalanche_sst.benchmarks.class_split import (
     split_groups,
     validation_split,
 )
-from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.benchmarks.scenarios import PermutedImages
 from avalanche_sst.metrics import accuracy, make_evaluator
 from avalanche_sst.models import build_model
@@ -51,16 +51,6 @@ def ten_classes(n_per_class: int, seed: int, classes: int = 10, size: int = 8) -
 def data():
     """(train, test): 10 classes x 12 train / 4 test images of 1x8x8."""
     return ten_classes(12, seed=0), ten_classes(4, seed=1)
-
-
-def subset_of(experience) -> RelabelledSubset:
-    todo = [experience.dataset]
-    while todo:
-        d = todo.pop()
-        if isinstance(d, RelabelledSubset):
-            return d
-        todo.extend(getattr(d, "_datasets", None) or [])
-    raise AssertionError("no RelabelledSubset inside the experience's dataset")
 
 
 def original_classes(experience, base) -> set:
