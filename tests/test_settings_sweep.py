@@ -245,8 +245,7 @@ def test_rebuilt_model_resumes_to_the_same_table(tmp_path, tiny_data, growing_me
 @pytest.mark.parametrize("method,scenario", [("replay", "class_incremental"), ("lwf", "task_incremental")])
 def test_resume_is_bit_identical_in_the_new_settings(tmp_path, tiny_data, method, scenario):
     """Replay refills its buffer from (seed, experience); a multi-head model grows its
-    heads before its weights load. (RWalk is not listed: two uninterrupted runs of
-    Avalanche's RWalkPlugin already differ in their last bits.)"""
+    heads before its weights load."""
     preset = tiny(methods=(method,), scenario=scenario, scenario_kwargs={"classes_per_step": 1})
     run_sweep(preset, tmp_path / "straight", data=tiny_data, log=lambda s: None)
     with pytest.raises(RuntimeError, match="crash"):

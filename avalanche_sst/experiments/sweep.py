@@ -173,7 +173,7 @@ def run_one(
         strategy.model.load_state_dict(state["model"])
         method.load_state_dict(strategy, state["method"], train_stream[:start_step])
         meter.load_state_dict(state.get("cost", {}))
-        # The clock's counters too: RWalk's score checkpoints count global iterations.
+        # The clock's counters too: some plugins (e.g. Avalanche's RWalk) count global iterations.
         for name, value in state.get("clock", {"train_exp_counter": start_step}).items():
             setattr(strategy.clock, name, int(value))
         log(f"[{method_name} seed {seed}] resuming after step {start_step}")

@@ -1,6 +1,6 @@
 """Avalanche's own strategies as sweep methods: fine-tuning (Naive), LwF, EWC,
-Cumulative, Replay and RWalk, with the state each keeps outside the model
-saved for resuming a sweep (LwF's teacher, EWC's and RWalk's importances,
+Cumulative and Replay, with the state each keeps outside the model
+saved for resuming a sweep (LwF's teacher, EWC's importances,
 Replay's buffer, Cumulative's concatenation)."""
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ import copy
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
-from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin, RWalkPlugin
-from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
 from avalanche.training.utils import ParamData
 
 from avalanche_sst.experiments.registry import SETTINGS, Method, StrategyContext, common_kwargs, register
 
-INCREMENTAL = ("class_incremental", "task_incremental")
 
 
 def _plugin(strategy, kind):
@@ -164,32 +162,6 @@ def _replay_load(strategy, state, done_exps) -> None:
         policy.post_adapt(strategy, exp)
 
 
-# --- RWalk (Chaudhry et al. 2018) ---------------------------------------------------
-
-# exp_importance is not saved: after an experience Avalanche's RWalk aliases it to
-# iter_importance (the same dict, which later iterations update), and so must a resume.
-_RWALK_STATE = ("iter_grad", "iter_importance", "exp_params", "exp_scores", "exp_penalties")
-
-
-def build_rwalk(ctx: StrategyContext, ewc_lambda: float = 0.1, ewc_alpha: float = 0.9, delta_t: int = 10):
-    kwargs = common_kwargs(ctx)
-    kwargs["plugins"] = [RWalkPlugin(ewc_lambda=ewc_lambda, ewc_alpha=ewc_alpha, delta_t=delta_t),
-                         *kwargs["plugins"]]
-    return SupervisedTemplate(model=ctx.model, **kwargs)
-
-
-def _rwalk_state(strategy) -> dict:
-    rwalk = _plugin(strategy, RWalkPlugin)
-    return {name: _to_tensors(getattr(rwalk, name)) for name in _RWALK_STATE if getattr(rwalk, name) is not None}
-
-
-def _rwalk_load(strategy, state, done_exps) -> None:
-    rwalk = _plugin(strategy, RWalkPlugin)
-    for name, tensors in state.items():
-        setattr(rwalk, name, _to_params(tensors))
-    rwalk.exp_importance = rwalk.iter_importance
-
-
 register(Method("finetune", build_finetune,
                 "fine-tuning: Avalanche Naive, each step continues from the previous model", settings=SETTINGS))
 register(Method("lwf", build_lwf, "Learning without Forgetting (Avalanche LwF)", _lwf_state, _lwf_load,
@@ -200,5 +172,3 @@ register(Method("cumulative", lambda ctx: Cumulative(model=ctx.model, **common_k
                 "Cumulative: all data so far (upper bound)", load_state_dict=_cumulative_load, settings=SETTINGS))
 register(Method("replay", build_replay, "Replay: experience-balanced buffer of mem_size samples (Avalanche)",
                 load_state_dict=_replay_load, settings=SETTINGS))
-register(Method("rwalk", build_rwalk, "RWalk: Riemannian walk (Avalanche RWalkPlugin)", _rwalk_state, _rwalk_load,
-                settings=("same_class",) + INCREMENTAL))
