@@ -190,7 +190,7 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
         if paper_md:
             lines += [f"Paper ({spec.paper_source}, {spec.paper_setting}):", "", paper_md, ""]
         else:
-            claims = "; ".join(q for _, _, q in spec.paper_claims)
+            claims = "; ".join(dict.fromkeys(q for _, _, q in spec.paper_claims))  # a quote once
             lines += [f"Paper ({spec.paper_source}, {spec.paper_setting}): no numbers given. {claims}.", ""]
         per_seed = seed_values(spec, csv_path.parent, meta.get("preset", preset_name))
         res, sentence = table_ordering(spec, ours, numbers, per_seed)
