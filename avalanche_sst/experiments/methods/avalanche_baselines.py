@@ -11,22 +11,10 @@ import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
 from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
-from avalanche.training.utils import ParamData
 
+from avalanche_sst.experiments.method_state import params_to_tensors, plugin_of, tensors_to_params
 from avalanche_sst.experiments.registry import SETTINGS, Method, StrategyContext, common_kwargs, register
 
-
-
-def _plugin(strategy, kind):
-    return next(p for p in strategy.plugins if isinstance(p, kind))
-
-
-def _to_tensors(params: dict) -> dict:
-    return {k: p.data.detach().cpu() for k, p in (params or {}).items()}
-
-
-def _to_params(tensors: dict) -> dict:
-    return {k: ParamData(k, t.shape, init_tensor=t) for k, t in tensors.items()}
 
 
 # --- fine-tuning ----------------------------------------------------------------
@@ -69,7 +57,7 @@ def build_lwf(ctx: StrategyContext, alpha: float | None = None, temperature: flo
 
 
 def _lwf_state(strategy) -> dict:
-    lwf = _plugin(strategy, LwFPlugin).lwf
+    lwf = plugin_of(strategy, LwFPlugin).lwf
     state = {"expcount": lwf.expcount}
     if lwf.prev_model is not None:
         state["prev_model"] = lwf.prev_model.state_dict()
@@ -78,7 +66,7 @@ def _lwf_state(strategy) -> dict:
 
 
 def _lwf_load(strategy, state, done_exps) -> None:
-    lwf = _plugin(strategy, LwFPlugin).lwf
+    lwf = plugin_of(strategy, LwFPlugin).lwf
     lwf.expcount = int(state["expcount"])
     if "prev_model" in state:
         lwf.prev_model = copy.deepcopy(strategy.model)
@@ -103,17 +91,17 @@ def build_ewc(ctx: StrategyContext, ewc_lambda: float | None = None, epochs: tup
 
 
 def _ewc_state(strategy) -> dict:
-    ewc = _plugin(strategy, EWCPlugin)
-    return {"saved_params": {int(t): _to_tensors(ps) for t, ps in ewc.saved_params.items()},
-            "importances": {int(t): _to_tensors(ps) for t, ps in ewc.importances.items()}}
+    ewc = plugin_of(strategy, EWCPlugin)
+    return {"saved_params": {int(t): params_to_tensors(ps) for t, ps in ewc.saved_params.items()},
+            "importances": {int(t): params_to_tensors(ps) for t, ps in ewc.importances.items()}}
 
 
 def _ewc_load(strategy, state, done_exps) -> None:
-    ewc = _plugin(strategy, EWCPlugin)
+    ewc = plugin_of(strategy, EWCPlugin)
     for name in ("saved_params", "importances"):
         target = getattr(ewc, name)
         target.clear()
-        target.update({int(t): _to_params(ps) for t, ps in state[name].items()})
+        target.update({int(t): tensors_to_params(ps) for t, ps in state[name].items()})
 
 
 # --- Cumulative: rebuild the concatenation of the finished experiences ------------
@@ -155,8 +143,8 @@ def build_replay(ctx: StrategyContext, mem_size: int = 200) -> Replay:
 
 
 def _replay_load(strategy, state, done_exps) -> None:
-    seeding = _plugin(strategy, SeededBufferUpdate)
-    policy = _plugin(strategy, ReplayPlugin).storage_policy
+    seeding = plugin_of(strategy, SeededBufferUpdate)
+    policy = plugin_of(strategy, ReplayPlugin).storage_policy
     for exp in done_exps:
         seeding.reseed(exp.current_experience)
         policy.post_adapt(strategy, exp)

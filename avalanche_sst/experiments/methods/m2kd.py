@@ -27,6 +27,7 @@ from avalanche.training.losses import ICaRLLossPlugin
 from avalanche.training.supervised.icarl import _ICaRLPlugin
 from torch import nn
 
+from avalanche_sst.experiments.method_state import plugin_of
 from avalanche_sst.experiments.registry import Method, StrategyContext, common_kwargs, register
 from avalanche_sst.plugins.m2kd import grow_incremental_classifier
 from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
@@ -105,10 +106,6 @@ def build_icarl(ctx: StrategyContext, memory_size: int = 2000, lr_factor: float 
 # --- state beyond strategy.model ------------------------------------------------------------
 
 
-def _plugin(strategy, kind):
-    return next((p for p in strategy.plugins if isinstance(p, kind)), None)
-
-
 def _heads(model: nn.Module) -> dict:
     return {n: m for n, m in model.named_modules() if isinstance(m, IncrementalClassifier)}
 
@@ -121,10 +118,10 @@ def method_state(strategy) -> dict:
     state = {"heads": {n: int(h.classifier.out_features) for n, h in _heads(strategy.model).items()}}
     if getattr(strategy, "m2kd", None) is not None:
         state["m2kd"] = strategy.m2kd.state_dict()
-    info = _plugin(strategy, ICaRLExperienceInfo)
+    info = plugin_of(strategy, ICaRLExperienceInfo, required=False)
     if info is not None:
         state["info"] = info.state_dict()
-    icarl = _plugin(strategy, _ICaRLPlugin)
+    icarl = plugin_of(strategy, _ICaRLPlugin, required=False)
     if icarl is not None:
         state["icarl"] = {
             "x_memory": [x.cpu() for x in icarl.x_memory], "y_memory": [[int(y) for y in ys] for ys in icarl.y_memory],
@@ -156,9 +153,9 @@ def load_method_state(strategy, state: dict, done_exps) -> None:
     if "m2kd" in state:
         strategy.m2kd.load_state_dict(state["m2kd"])
     if "info" in state:
-        _plugin(strategy, ICaRLExperienceInfo).load_state_dict(state["info"])
+        plugin_of(strategy, ICaRLExperienceInfo, required=False).load_state_dict(state["info"])
     if "icarl" in state:
-        icarl, saved, device = _plugin(strategy, _ICaRLPlugin), state["icarl"], strategy.device
+        icarl, saved, device = plugin_of(strategy, _ICaRLPlugin, required=False), state["icarl"], strategy.device
         icarl.x_memory = [x.to(device) for x in saved["x_memory"]]
         icarl.y_memory = [list(ys) for ys in saved["y_memory"]]
         icarl.order = list(saved["order"])

@@ -26,21 +26,19 @@ from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasP
 from avalanche.training import SynapticIntelligence
 from avalanche.training.plugins import SynapticIntelligencePlugin
 from avalanche.training.templates import SupervisedTemplate
-from avalanche.training.utils import ParamData
 
+from avalanche_sst.experiments.method_state import params_to_tensors, plugin_of, tensors_to_params
 from avalanche_sst.experiments.methods.ada_qpacknet import single_head_model
 from avalanche_sst.experiments.registry import Method, StrategyContext, common_kwargs, register, sgd
 from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
 
 __all__ = ["build_packnet", "build_si", "equal_share_prune_proportions", "packnet_capacity_fractions"]
 
-
 def equal_share_prune_proportions(n_tasks: int) -> list[float]:
     """Task k prunes ``1 - 1/(n - k)`` of its free weights, so each task keeps 1/n of the layer."""
     if int(n_tasks) < 1:
         raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
     return [1.0 - 1.0 / (n_tasks - k) for k in range(n_tasks)]
-
 
 def build_packnet(ctx: StrategyContext, prune_proportion: Optional[float | Sequence[float]] = None,
                   epochs: Optional[int] = None, post_prune_epochs: Optional[int] = None) -> SupervisedTemplate:
@@ -76,7 +74,6 @@ def build_packnet(ctx: StrategyContext, prune_proportion: Optional[float | Seque
                          StepwiseCosinePlugin(lrs=(ctx.config.lr_scratch,), epochs=(epochs,)), *ctx.plugins]
     return SupervisedTemplate(model=model, **kwargs)
 
-
 def packnet_capacity_fractions(model: PackNetModel) -> list[float]:
     """Capacity of each trained task in the form of eq. 10 without quantization: its own
     weights at 32 bits plus one mask bit each, over the fp32 bits of all wrapped weights
@@ -85,10 +82,8 @@ def packnet_capacity_fractions(model: PackNetModel) -> list[float]:
     total = 32 * sum(m.task_index.numel() for m in layers)
     return [sum(int((m.task_index == k).sum()) for m in layers) * 33 / total for k in range(int(model.task_count))]
 
-
 def _packnet_state(strategy) -> dict:
     return {"capacity_fractions": packnet_capacity_fractions(strategy.model)}
-
 
 def _packnet_load(strategy, state, done_exps) -> None:
     """``freeze_pruned`` turns off the biases' gradients, which no state dict records."""
@@ -97,28 +92,18 @@ def _packnet_load(strategy, state, done_exps) -> None:
             if isinstance(m, WeightAndBiasPackNetModule) and m.has_bias and m.wrappee.bias is not None:
                 m.wrappee.bias.requires_grad = False
 
-
 def build_si(ctx: StrategyContext, si_lambda: float = 0.1, eps: float = 1e-7) -> SupervisedTemplate:
     return SynapticIntelligence(model=ctx.model, si_lambda=si_lambda, eps=eps, **common_kwargs(ctx))
 
-
-def _si_plugin(strategy) -> SynapticIntelligencePlugin:
-    return next(p for p in strategy.plugins if isinstance(p, SynapticIntelligencePlugin))
-
-
 def _si_state(strategy) -> dict:
-    si = _si_plugin(strategy)
-    tensors = lambda group: {k: p.data.detach().cpu().clone() for k, p in group.items()}  # noqa: E731
-    return {"params": tensors(si.ewc_data[0]), "importance": tensors(si.ewc_data[1]),
-            "syn": {name: tensors(group) for name, group in si.syn_data.items()}}
-
+    si = plugin_of(strategy, SynapticIntelligencePlugin)
+    return {"params": params_to_tensors(si.ewc_data[0]), "importance": params_to_tensors(si.ewc_data[1]),
+            "syn": {name: params_to_tensors(group) for name, group in si.syn_data.items()}}
 
 def _si_load(strategy, state, done_exps) -> None:
-    si = _si_plugin(strategy)
-    params = lambda group: {k: ParamData(k, t.shape, init_tensor=t) for k, t in group.items()}  # noqa: E731
-    si.ewc_data = (params(state["params"]), params(state["importance"]))
-    si.syn_data = {name: params(group) for name, group in state["syn"].items()}
-
+    si = plugin_of(strategy, SynapticIntelligencePlugin)
+    si.ewc_data = (tensors_to_params(state["params"]), tensors_to_params(state["importance"]))
+    si.syn_data = {name: tensors_to_params(group) for name, group in state["syn"].items()}
 
 register(Method("packnet", build_packnet,
                 "PackNet: iterative magnitude pruning, one frozen weight subset per task (Avalanche PackNetPlugin)",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from avalanche.training.templates import SupervisedTemplate
 
+from avalanche_sst.experiments.method_state import plugin_of
 from avalanche_sst.experiments.registry import Method, StrategyContext, common_kwargs, register
 from avalanche_sst.plugins.lwm import LwMPlugin
 from avalanche_sst.strategies.dml import DMLStrategy
@@ -74,10 +75,6 @@ def build_lwm(ctx: StrategyContext) -> SupervisedTemplate:
     return SupervisedTemplate(model=ctx.model, **kwargs)
 
 
-def _lwm_plugin(strategy) -> LwMPlugin:
-    return next(p for p in strategy.plugins if isinstance(p, LwMPlugin))
-
-
 register(Method("hpo", build_hpo,
                 "HPO: fine-tuning, lr searched per step on validation data at momentum 0 (Li et al. 2020)",
                 lambda s: s.hpo_state_dict(), lambda s, state, done: s.load_hpo_state_dict(state)))
@@ -86,5 +83,5 @@ register(Method("dml", build_dml,
                 lambda s: s.dml_state_dict(), lambda s, state, done: s.load_dml_state_dict(state)))
 register(Method("lwm", build_lwm,
                 "LwM: logit + Grad-CAM attention distillation from the previous model (Dhar et al. 2019)",
-                lambda s: _lwm_plugin(s).state_dict(),
-                lambda s, state, done: _lwm_plugin(s).load_state_dict(state, s.model)))
+                lambda s: plugin_of(s, LwMPlugin).state_dict(),
+                lambda s, state, done: plugin_of(s, LwMPlugin).load_state_dict(state, s.model)))
