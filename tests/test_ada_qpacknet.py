@@ -272,21 +272,28 @@ def test_sweep_method_resumes_mid_stream(three_tasks):
         get_method("adaqpacknet:bitz=3")
 
 
+def _resumed_after_first_task(method, bm):
+    """``method`` trained on task 0, checkpointed (weights_only), rebuilt and restored."""
+    from avalanche_sst.models import mlp
+
+    first = method.build(_ctx(bm, mlp(64, (16,), 2)))
+    first.train(bm.train_stream[0], eval_streams=[])
+    state = _checkpoint(method, first)
+    resumed = method.build(_ctx(bm, mlp(64, (16,), 2)))
+    resumed.model.load_state_dict(state["model"])
+    method.load_state_dict(resumed, state["method"], list(bm.train_stream)[:1])
+    return resumed, state
+
+
 def test_packnet_and_si_run_and_resume(three_tasks):
     from avalanche_sst.experiments.methods import get_method
     from avalanche_sst.experiments.methods.packnet import equal_share_prune_proportions
-    from avalanche_sst.models import mlp
 
     assert equal_share_prune_proportions(3) == [1 - 1 / 3, 1 - 1 / 2, 0.0]
     bm = three_tasks
     packnet = get_method("packnet")
     torch.manual_seed(0)
-    pn = packnet.build(_ctx(bm, mlp(64, (16,), 2)))
-    pn.train(bm.train_stream[0], eval_streams=[])
-    state = _checkpoint(packnet, pn)
-    pn2 = packnet.build(_ctx(bm, mlp(64, (16,), 2)))
-    pn2.model.load_state_dict(state["model"])
-    packnet.load_state_dict(pn2, state["method"], list(bm.train_stream)[:1])
+    pn2, state = _resumed_after_first_task(packnet, bm)
     biases = [p for n, p in pn2.model.named_parameters() if n.endswith("bias")]
     assert biases and not any(p.requires_grad for p in biases)  # frozen as after freeze_pruned
     probe = torch.randn(4, 1, 8, 8)
@@ -302,12 +309,7 @@ def test_packnet_and_si_run_and_resume(three_tasks):
         packnet.build(_ctx(bm, tiny_net()))
 
     si = get_method("si")
-    s = si.build(_ctx(bm, mlp(64, (16,), 2)))
-    s.train(bm.train_stream[0], eval_streams=[])
-    state = _checkpoint(si, s)
-    s2 = si.build(_ctx(bm, mlp(64, (16,), 2)))
-    s2.model.load_state_dict(state["model"])
-    si.load_state_dict(s2, state["method"], list(bm.train_stream)[:1])
+    s2, state = _resumed_after_first_task(si, bm)
     imp = s2.plugins[[type(p).__name__ for p in s2.plugins].index("SynapticIntelligencePlugin")].ewc_data[1]
     assert set(imp) == set(state["method"]["importance"]) and len(imp) > 0
     s2.train(bm.train_stream[1], eval_streams=[])
