@@ -30,7 +30,7 @@ def save_checkpoint(path: os.PathLike | str, state: dict[str, Any]) -> None:
     """Write ``state`` atomically: a crash mid-write leaves the old file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")  # two processes may write one cache file
     torch.save(state, tmp)
     os.replace(tmp, path)
 

@@ -33,8 +33,15 @@ Usage::
     python benchmarks/speed.py [--device cpu|cuda] [--epochs N] [--train-samples N]
                                [--csv PATH] [--channels-last] [--bf16] [--threads N|auto]
                                [--profile [PHASE ...]] [--profile-ops]
+    python benchmarks/speed.py --suite m2kd|ada_qpacknet|edge [that suite's options]
 
 The table goes to stdout and to ``benchmarks/results/speed_<device>.csv``.
+
+``--suite`` runs another method's rows instead of these: ``m2kd`` (M2KD's
+epoch against Naive with 1, 2 and 4 snapshot teachers, and its memory
+against iCaRL's exemplars), ``ada_qpacknet`` or ``edge``; every other option
+goes to that suite's own ``main`` (``benchmarks/speed_<suite>.py``, whose
+docstring lists them), e.g. ``--suite m2kd --reps 3 --samples 2048``.
 """
 
 from __future__ import annotations
@@ -395,8 +402,32 @@ def profile_epoch(name: str, run: Callable[[], object], top: int) -> str:
 # --- main -----------------------------------------------------------------------
 
 
+SUITES = ("core", "m2kd", "ada_qpacknet", "edge")
+
+
+def run_suite(name: str, argv) -> int:
+    """``benchmarks/speed_<name>.py``'s ``main(argv)`` (loaded from its file: ``benchmarks`` is no package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent / f"speed_{name}.py"
+    spec = importlib.util.spec_from_file_location(f"speed_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its spawned workers pickle functions by module name
+    spec.loader.exec_module(module)
+    return module.main(list(argv)) or 0
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--suite", choices=SUITES, default="core")
+    suite, argv = pre.parse_known_args(argv)
+    if suite.suite != "core":
+        return run_suite(suite.suite, argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", choices=SUITES, default="core",
+                   help="core: these phases (default); m2kd, ada_qpacknet, edge: benchmarks/speed_<suite>.py's rows, "
+                        "the other options going to that script")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--epochs", type=int, default=5, help="timed epochs per phase, after one warm-up (default 5)")
     p.add_argument("--train-samples", type=int, default=4000,

@@ -2,11 +2,17 @@
 
     python experiments/report.py [--results results/paper] [--paper-numbers docs/paper_numbers.csv]
                                  [--out docs/results.md] [--archive docs/runs/paper]
+                                 [--equal-compute docs/runs/equal_compute/quick_converged ...]
 
 For each table: our table, the paper's numbers, the command and seeds that
 produced ours, the summed run seconds, and one generated sentence on whether
 the paper's ordering held; tables without results are listed as not run yet,
 with the command. See avalanche_sst.experiments.paper.write_report.
+
+``--equal-compute`` appends the section "Does it pay at equal compute?"
+(avalanche_sst.experiments.paper.equal_compute) made from those same-class sweep
+folders (their ``runs.csv``: the framework, plain and compute-matched
+fine-tuning, on the same seeds), with its accuracy-against-cost figure.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="also copy each table's generated files (no checkpoints) here; '' to skip")
     parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES,
                         help="preset named in the commands of tables not run yet")
+    parser.add_argument("--equal-compute", nargs="+", default=None, metavar="SWEEP_DIR",
+                        help="append the equal-compute section made from these sweep folders' runs.csv")
+    parser.add_argument("--framework", default="sst", help="the method the equal-compute section tests")
     args = parser.parse_args(argv)
     figures = None
     if args.archive and Path(args.archive).resolve() != Path(args.results).resolve():
@@ -34,8 +43,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"copied {len(copied)} generated files to {args.archive}")
         figures = args.archive  # link the committed copies, not the untracked run folders
     write_report(args.results, args.paper_numbers, args.out, preset_name=args.preset, figures_root=figures)
+    if args.equal_compute:
+        _append_equal_compute(args.equal_compute, Path(args.out), args.framework)
     print(f"wrote {args.out}")
     return 0
+
+
+def _append_equal_compute(sweep_dirs: Sequence[str], out: Path, framework: str) -> None:
+    import os
+
+    from avalanche_sst.experiments.paper.equal_compute import equal_compute_section, plot_accuracy_vs_cost
+
+    text = equal_compute_section(sweep_dirs, framework=framework)
+    figure = out.parent / "fig" / "equal_compute.png"
+    if plot_accuracy_vs_cost(sweep_dirs, figure):
+        link = Path(os.path.relpath(figure, out.parent)).as_posix()
+        text += f"\nAccuracy against the training cost spent so far: [{figure.name}]({link}).\n"
+    text += "\nSweeps: " + ", ".join(f"`{d}`" for d in sweep_dirs) + " (each folder's table.md names its command).\n"
+    out.write_text(out.read_text().rstrip("\n") + "\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ held out of every training part are the scored stream) and prints, per base
 method, the variant with the best mean final score over the seeds.
 
     python experiments/select_on_validation.py m2kd_fig4 --methods m2kd:lr_factor=1 m2kd:lr_factor=10
+
+``--score`` picks another score of the setting than its primary one, e.g.
+``--score mean`` (new_class: the plain mean of old- and new-class accuracy).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--validation-fraction", type=float, default=0.1)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--out", default=None)
+    p.add_argument("--score", default=None,
+                   help="the setting's score to select on (default: its primary score, e.g. weighted_mean)")
     args = p.parse_args(argv)
     preset = TABLES[args.table].presets["cpu"].replace(
         methods=tuple(args.methods), seeds=tuple(args.seeds),
@@ -38,14 +43,17 @@ def main(argv=None) -> int:
     results = run_sweep(preset, out, command=command, workers=args.workers)
     final = defaultdict(list)
     for r in results:
-        final[r.method].append(r.accuracies[-1])
+        if args.score is not None and args.score not in r.scores[-1]:
+            raise SystemExit(f"--score {args.score!r}: the runs' scores are {sorted(r.scores[-1])}")
+        final[r.method].append(r.accuracies[-1] if args.score is None else r.scores[-1][args.score])
     best = {}
     for name, values in final.items():
         base = parse_variant(name)[0]
         score = statistics.fmean(values)
         if base not in best or score > best[base][1]:
             best[base] = (name, score)
-    lines = [f"Validation-slice selection ({command}):", ""]
+    score_name = args.score or (next(iter(results[0].scores[-1])) if results and results[0].scores else "top1")
+    lines = [f"Validation-slice selection ({command}), final {score_name}:", ""]
     lines += [f"- {name}: final {100 * statistics.fmean(v):.2f}%" for name, v in final.items()]
     lines += ["", "Chosen: " + ", ".join(f"{n} ({100 * s:.2f}%)" for n, s in best.values())]
     (out / "selection.md").write_text("\n".join(lines) + "\n")

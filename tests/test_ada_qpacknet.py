@@ -302,15 +302,22 @@ def test_packnet_and_si_run_and_resume(three_tasks):
     pn2.train(bm.train_stream[1], eval_streams=[])
     with torch.no_grad():
         assert torch.equal(pn2.model(probe, torch.zeros(4, dtype=torch.long)), before)
-    # equal shares of 3 tasks: each of the two trained tasks owns ~1/3 of the weights, 33 bits each
+    # equal shares of 3 tasks: each of the two trained tasks owns ~1/3 of the 64*16 + 16*2 = 1056
+    # weights, 33 bits each; the first also holds the 16 + 2 frozen biases at 32 bits
     caps = packnet.state_dict(pn2)["capacity_fractions"]
-    assert len(caps) == 2 and all(abs(c - 33 / 32 / 3) < 0.01 for c in caps)
+    assert len(caps) == 2 and abs(caps[0] - 18 / 1056 - 33 / 32 / 3) < 0.01 and abs(caps[1] - 33 / 32 / 3) < 0.01
+    report = packnet.report(pn2)
+    assert report["capacity_total"] == pytest.approx(100 * sum(caps))
+    assert report["capacity_mean"] == pytest.approx(50 * sum(caps))
     with pytest.raises(ValueError, match="BatchNorm-free"):
         packnet.build(_ctx(bm, tiny_net()))
 
     si = get_method("si")
     s2, state = _resumed_after_first_task(si, bm)
-    imp = s2.plugins[[type(p).__name__ for p in s2.plugins].index("SynapticIntelligencePlugin")].ewc_data[1]
+    from avalanche.training.plugins import SynapticIntelligencePlugin
+    from avalanche_sst.experiments.method_state import plugin_of
+
+    imp = plugin_of(s2, SynapticIntelligencePlugin).ewc_data[1]
     assert set(imp) == set(state["method"]["importance"]) and len(imp) > 0
     s2.train(bm.train_stream[1], eval_streams=[])
 
@@ -330,3 +337,68 @@ def test_cost_meter_sees_search_and_quantization(three_tasks):
     assert breakdown["train"] == pytest.approx((2 * 2 + 1) * n_train)
     # a validation pass per candidate, one for fp32, one per bit-width tried
     assert breakdown["valid"] == pytest.approx((2 + 1 + bits_tried) * n_valid / 3)
+
+
+def test_packnet_report_hand_count():
+    """Two trained tasks on Linear(4, 3) + Linear(3, 2): 18 weights, 5 biases, 576 fp32 weight bits."""
+    from types import SimpleNamespace
+
+    from avalanche.models.packnet import PackNetModel
+    from avalanche_sst.experiments.methods.packnet import packnet_report
+
+    model = PackNetModel(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)))
+    first, second = model.wrappee[0], model.wrappee[1]
+    for m in model.modules():  # the state after two freeze_pruned calls
+        if hasattr(m, "_task_count"):
+            m._task_count.fill_(2)
+    first.task_index.copy_(torch.tensor([[0, 0, 1, 255], [0, 1, 1, 2], [0, 0, 0, 255]], dtype=torch.uint8))
+    second.task_index.copy_(torch.tensor([[1, 2, 0], [255, 1, 1]], dtype=torch.uint8))
+    # task 0 owns 7 weights + the 5 biases, task 1 owns 6; index 2 is the untrained pool, 255 pruned
+    report = packnet_report(SimpleNamespace(model=model))
+    cap1, cap2 = 100 * (7 * 33 + 5 * 32) / 576, 100 * (6 * 33) / 576
+    assert report["capacity/task1"] == pytest.approx(cap1) and report["capacity/task2"] == pytest.approx(cap2)
+    assert report["capacity_total"] == pytest.approx(cap1 + cap2)
+    assert report["capacity_mean"] == pytest.approx((cap1 + cap2) / 2)
+    assert report["owned_weights"] == pytest.approx(100 * 13 / 18)
+
+
+def _train_two_tasks(method_name, bm):
+    from avalanche_sst.experiments.methods import get_method
+    from avalanche_sst.models import mlp, multi_head
+
+    torch.manual_seed(0)
+    strategy = get_method(method_name).build(_ctx(bm, multi_head(mlp(64, (16,), 2))))
+    strategy.train(bm.train_stream[0], eval_streams=[])
+    after_first = [p.detach().clone() for p in strategy.model.parameters()]
+    strategy.train(bm.train_stream[1], eval_streams=[])
+    return strategy, after_first
+
+
+def test_si_penalty_is_live_on_a_cpu_model(three_tasks):
+    """Avalanche's SI snapshots alias the CPU parameters (importances all 0, SI = fine-tuning);
+    CopyingSIPlugin's are copies: after task 1 the importances are positive, the penalty of a
+    known displacement is lambda/2 * sum(Omega * delta^2) (Zenke et al. eq. 4), and SI's weights
+    after task 2 differ from fine-tuning's with the same seed and data."""
+    from avalanche_sst.experiments.method_state import plugin_of
+    from avalanche_sst.experiments.methods.packnet import CopyingSIPlugin
+
+    bm = three_tasks
+    si, _ = _train_two_tasks("si:si_lambda=1000", bm)
+    ft, ft_first = _train_two_tasks("finetune", bm)
+    plugin = plugin_of(si, CopyingSIPlugin)
+    anchor, omega = plugin.ewc_data
+    shared = "model.features.1.weight"  # the hidden layer both tasks train
+    assert float(omega[shared].data.max()) > 0 and float(omega[shared].data.abs().sum()) > 0
+    with torch.no_grad():
+        moved = [(name, p, p.detach().clone()) for name, p in si.model.named_parameters() if name in anchor]
+        for name, p, _ in moved:
+            p.copy_(anchor[name].data.view_as(p) + 0.1)
+        penalty = CopyingSIPlugin.compute_ewc_loss(si.model, plugin.ewc_data, plugin.excluded_parameters,
+                                                   device="cpu", lambd=1000.0)
+        expected = 1000.0 / 2 * sum(float(omega[name].data.sum()) * 0.01 for name, _, _ in moved)
+        for _, p, saved in moved:
+            p.copy_(saved)
+    assert float(penalty) == pytest.approx(expected, rel=1e-4) and float(penalty) != 0.0
+    si_weights = dict(si.model.named_parameters())
+    ft_weights = dict(ft.model.named_parameters())
+    assert not torch.equal(si_weights[shared], ft_weights[shared])

@@ -298,3 +298,19 @@ def test_command_line_entry_writes_the_summary_with_its_command(tmp_path, data, 
     assert "python experiments/learning_curves.py --preset quick --seeds 0" in summary
     assert "The preset now has `epochs_scratch=4`, `epochs_finetune=3`." in summary
     assert "chosen epochs per step: [" in capsys.readouterr().out
+
+
+def test_report_cli_appends_the_equal_compute_section(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report_cli", Path(__file__).parents[1] / "experiments" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    folder = write_runs(tmp_path / "sweep", ["sst", "finetune", MATCHED])
+    out = tmp_path / "docs" / "results.md"
+    assert report.main(["--results", str(tmp_path / "none"), "--archive", "", "--out", str(out),
+                        "--equal-compute", str(folder)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Results") and "\n## Does it pay at equal compute?" in text
+    assert "| `sst` | 71.00 ± 1.00 | 79.00 ± 1.00 | 80.00 ± 1.00 | 81.00 ± 1.00 |" in text
+    assert "[equal_compute.png](fig/equal_compute.png)" in text and (out.parent / "fig" / "equal_compute.png").exists()

@@ -285,6 +285,50 @@ def test_cifar100_argument_validation(tmp_path):
         D.cifar100(tmp_path, download=1)
 
 
+def _write_cifar10(root: Path) -> dict:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    out = {"train": ([], [])}
+    for name, n in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", 3)]:
+        data = rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+        if name == "test_batch":
+            out["test"] = (data, labels)
+        else:
+            out["train"][0].append(data)
+            out["train"][1].extend(labels)
+    out["train"] = (np.concatenate(out["train"][0]), out["train"][1])
+    names = [f"c{i}" for i in range(10)]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names}, f)
+    out["classes"] = names
+    return out
+
+
+def test_cifar10(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    expected = _write_cifar10(tmp_path)
+    train, test = D.cifar10(tmp_path)
+    for ds, split in ((train, "train"), (test, "test")):
+        data, labels = expected[split]
+        assert ds.images.shape == (len(labels), 3, 32, 32) and ds.images.dtype == torch.uint8
+        assert torch.equal(ds.images, torch.from_numpy(data).view(-1, 3, 32, 32))
+        assert ds.targets == labels
+        assert ds.classes == expected["classes"]
+    assert len(train) == 10  # five batches of two
+
+
+def test_cifar10_missing(tmp_path):
+    with pytest.raises(D.DatasetNotFoundError) as info:
+        D.cifar10(tmp_path)
+    assert str(tmp_path / "cifar-10-batches-py") in str(info.value)
+    assert "download=True" in str(info.value)
+
+
 # --------------------------------------------------------------------------- Tiny-ImageNet
 
 

@@ -406,3 +406,34 @@ def test_sweep_resumes_a_pruned_student_to_the_same_result(tmp_path, tiny_data) 
     b = torch.load(tmp_path / "straight" / run_dir / "seed0" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     assert (tmp_path / "resumed" / "table.csv").read_text() == (tmp_path / "straight" / "table.csv").read_text()
+
+
+@pytest.mark.parametrize("name, dependent", [("edge_kt", True), ("edge_finetune", False)])
+def test_the_kt_student_learns_the_base_classes_with_the_teacher(make_data, name, dependent) -> None:
+    """Sec. 5.2: the dependent student trains with the full loss in experience 0;
+    the independent one (w/o KT) with cross entropy alone."""
+    from avalanche_sst.experiments.methods import get_method
+
+    bench = _new_class_benchmark(make_data)
+    strategy = get_method(name).build(_context(bench))
+    _train_step(strategy, bench, 0)
+    kt_terms = [e for e in getattr(strategy, "sst_events", []) if e.tag == "edge_kt/J_b"]
+    assert bool(kt_terms) == dependent
+    if dependent:  # one J_b per training iteration of the student phase: 3 classes x 16 images / batch 16
+        assert len(kt_terms) == 3
+    # every layer learns in experience 0 (the last-convs-only rule is the incremental step's)
+    assert all(p.requires_grad for p in strategy.model.parameters())
+
+
+def test_j1_outputs_picks_the_logits_j1_reads(make_data) -> None:
+    from avalanche_sst.experiments.methods import get_method
+
+    bench = _new_class_benchmark(make_data)
+    known = get_method("edge_kt").build(_context(bench))
+    every = get_method("edge_kt:j1_outputs=all").build(_context(bench))
+    for s in (known, every):
+        s.teacher_classes = [0, 1, 2]
+    assert known._kt_plugin(True, False).teacher_classes == [0, 1, 2]
+    assert every._kt_plugin(True, False).teacher_classes is None  # every output of the teacher
+    with pytest.raises(ValueError, match="j1_outputs must be 'known' or 'all'"):
+        get_method("edge_kt:j1_outputs=new").build(_context(bench))

@@ -322,3 +322,32 @@ def test_lr_factor_scales_the_preset_schedule():
     assert schedule.epochs == (10, 6) and s.m2kd.finetune_epochs == 2
     with pytest.raises(ValueError, match="lr_factor"):
         get_method("m2kd:lr_factor=0").build(ctx)
+
+
+def test_paper_tables_set_reaches_five_classes_per_step(capsys):
+    """The issue's CIFAR-100 5-classes-per-step setting: the ``paper`` preset (10 per step
+    for Fig. 4, 20 for Table 1) with ``--set`` on experiments/paper_tables.py."""
+    import importlib.util
+    from pathlib import Path
+
+    from avalanche_sst.experiments.paper import TABLES
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "paper_tables.py"
+    spec_ = importlib.util.spec_from_file_location("paper_tables_cli_m2kd", path)
+    cli = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(cli)
+    assignment = ["scenario_kwargs={'classes_per_step': 5}"]
+    for tid, default in (("m2kd_fig4", 10), ("m2kd_table1", 20)):
+        preset = TABLES[tid].preset("paper")
+        assert preset.scenario_kwargs == {"classes_per_step": default}
+        changes = cli.set_changes(TABLES[tid], "paper", None, assignment)
+        assert changes == {"scenario_kwargs": {"classes_per_step": 5}}
+        changed = preset.replace(**changes)
+        assert (changed.dataset, changed.model, changed.scenario_kwargs["classes_per_step"]) == \
+            ("cifar100", "resnet32", 5)
+    assert cli.main(["--list", "--preset", "paper", "--set", *assignment]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("m2kd_")]
+    assert len(listed) == 2 and all("classes_per_step=5" in line for line in listed)
+    with pytest.raises(SystemExit):
+        cli.main(["m2kd_fig4", "--set", "clases_per_step=5"])
+    assert "the preset has no field 'clases_per_step'" in capsys.readouterr().err

@@ -344,3 +344,19 @@ def test_report_only_tabulates_finished_runs_and_names_the_rest(tmp_path, tiny_d
     finished, missing = collect_finished(preset, tmp_path)
     assert [(r.method, r.seed) for r in finished] == [("finetune", 0)]
     assert missing == ["ewc seed 0"]
+
+
+def test_a_finished_run_is_reused_only_under_its_own_settings(tmp_path, make_data):
+    data = (make_data(40, seed=0), make_data(20, seed=1))
+    preset = tiny_preset(methods=("finetune",))
+    run_sweep(preset, tmp_path, data=data, log=lambda s: None)
+    done = json.loads((tmp_path / "finetune" / "seed0" / "done.json").read_text())
+    assert done["settings"]["lr_finetune"] == 0.02 and "seeds" not in done["settings"]
+    logs: list[str] = []
+    # fields that cannot change its numbers (name, other methods' kwargs, threads) reuse it
+    run_sweep(preset.replace(name="other", method_kwargs={"lwf": {"x": 1}}), tmp_path, data=data, log=logs.append)
+    assert any("finished earlier" in line for line in logs)
+    with pytest.raises(ValueError, match=r"other settings \(lr_finetune: 0.02 -> 0.05\).*another --out"):
+        run_sweep(preset.replace(lr_finetune=0.05), tmp_path, data=data, log=lambda s: None)
+    with pytest.raises(ValueError, match=r"method_kwargs: \{\} -> \{'epochs': 2\}"):
+        run_sweep(preset.replace(method_kwargs={"finetune": {"epochs": 2}}), tmp_path, data=data, log=lambda s: None)

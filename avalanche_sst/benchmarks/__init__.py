@@ -4,13 +4,4 @@ from .same_class import same_class_accumulating, stratified_split, inject_label_
 from .tensor_data import BatchCollate, TensorImageDataset, random_crop_flip
 from .scenarios import SETTINGS, class_incremental, new_class, permuted, task_incremental, unseen_class
 
-try:  # datasets.py is optional while it is being written
-    from .datasets import (
-        DatasetNotFoundError,
-        cifar100,
-        fashion_mnist,
-        imagenet,
-        tiny_imagenet,
-    )
-except ImportError:  # pragma: no cover
-    pass
+from .datasets import DatasetNotFoundError, cifar10, cifar100, fashion_mnist, imagenet, tiny_imagenet

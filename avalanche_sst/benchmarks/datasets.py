@@ -20,9 +20,10 @@ Fashion-MNIST (:func:`fashion_mnist`)
     gzip-compressed (``.gz``) or uncompressed. Only with ``download=True`` and
     nothing found locally is torchvision asked to download them.
 
-CIFAR-100 (:func:`cifar100`)
-    torchvision's python-pickle layout ``<root>/cifar-100-python/{train,test,meta}``
-    (checked by torchvision against its md5 sums); ``download=True`` fetches it.
+CIFAR-10 and CIFAR-100 (:func:`cifar10`, :func:`cifar100`)
+    torchvision's python-pickle layouts ``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``
+    and ``<root>/cifar-100-python/{train,test,meta}`` (checked by torchvision
+    against its md5 sums); ``download=True`` fetches them.
 
 Tiny-ImageNet (:func:`tiny_imagenet`)
     The layout of http://cs231n.stanford.edu/tiny-imagenet-200.zip:
@@ -57,6 +58,7 @@ __all__ = [
     "TINY_IMAGENET_URL",
     "DatasetNotFoundError",
     "TinyImageNetSplit",
+    "cifar10",
     "cifar100",
     "fashion_mnist",
     "imagenet",
@@ -248,27 +250,35 @@ def fashion_mnist(
 # --------------------------------------------------------------------------- CIFAR-100
 
 
-def cifar100(
-    root: os.PathLike | str, download: bool = False
-) -> tuple[TensorImageDataset, TensorImageDataset]:
-    """Load CIFAR-100 (fine labels) as uint8 ``[N, 3, 32, 32]`` tensors via torchvision."""
+def _cifar(dataset_class, name: str, root, download) -> tuple[TensorImageDataset, TensorImageDataset]:
     root_path = _check_path(root, "root")
     download = _check_bool(download, "download")
     splits = []
     for train in (True, False):
         try:
-            ds = torchvision.datasets.CIFAR100(str(root_path), train=train, download=download)
+            ds = dataset_class(str(root_path), train=train, download=download)
         except RuntimeError as exc:
             # torchvision signals missing or corrupted files (md5 mismatch) with RuntimeError.
             raise DatasetNotFoundError(
-                "CIFAR-100",
-                [root_path / torchvision.datasets.CIFAR100.base_folder],
+                name,
+                [root_path / dataset_class.base_folder],
                 f"torchvision said: {exc} Expected the python version "
-                "(cifar-100-python/train, test, meta); pass download=True to fetch it.",
+                f"({dataset_class.base_folder}/ as unpacked from {dataset_class.filename}); "
+                "pass download=True to fetch it.",
             ) from exc
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         splits.append(TensorImageDataset(images, ds.targets, classes=list(ds.classes)))
     return splits[0], splits[1]
+
+
+def cifar10(root: os.PathLike | str, download: bool = False) -> tuple[TensorImageDataset, TensorImageDataset]:
+    """Load CIFAR-10 as uint8 ``[N, 3, 32, 32]`` tensors via torchvision."""
+    return _cifar(torchvision.datasets.CIFAR10, "CIFAR-10", root, download)
+
+
+def cifar100(root: os.PathLike | str, download: bool = False) -> tuple[TensorImageDataset, TensorImageDataset]:
+    """Load CIFAR-100 (fine labels) as uint8 ``[N, 3, 32, 32]`` tensors via torchvision."""
+    return _cifar(torchvision.datasets.CIFAR100, "CIFAR-100", root, download)
 
 
 # --------------------------------------------------------------------------- Tiny-ImageNet

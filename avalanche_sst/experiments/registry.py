@@ -42,6 +42,9 @@ class StrategyContext:
     valid_stream: Any = None  # per-experience validation slices, for methods that select on them
     benchmark: Any = None
     seed: int = 0
+    # A folder the runs of one sweep share for what they can reuse (e.g. the edge method's
+    # trained cloud teacher); None: nothing is shared.
+    cache_dir: Any = None
 
     def method_kwargs(self, name: str) -> dict:
         """The preset's constructor arguments for method ``name`` (``Preset.method_kwargs``)."""
@@ -67,6 +70,10 @@ class Method:
     load_state_dict: Callable[[Any, dict, list], None] = _no_load
     settings: tuple[str, ...] = ("same_class",)
     rebuild_model: Optional[Callable[[Any, dict], None]] = None
+    # Numbers that describe a finished run beyond its per-step scores (a student's
+    # compression ratio, a task's capacity), flat ``{name: float}``; kept in the
+    # run's done.json and readable by a paper table's cells (``Cell.score``).
+    report: Optional[Callable[[Any], dict]] = None
     # For a builder that forwards **overrides: the names it accepts (checked before any run).
     accepted: Optional[Callable[[], set[str]]] = None
     overrides: dict = field(default_factory=dict)

@@ -49,6 +49,7 @@ class RunResult:
     seconds: float
     scores: list[dict] = field(default_factory=list)  # every score of the setting, per step
     costs: list[float] = field(default_factory=list)  # training sample-passes per step (metrics.cost)
+    report: dict = field(default_factory=dict)  # Method.report of the finished run: {name: float}
 
 
 def load_dataset(name: str, root: Optional[str]):
@@ -56,6 +57,7 @@ def load_dataset(name: str, root: Optional[str]):
 
     loaders = {
         "fashion_mnist": lambda: datasets.fashion_mnist(root),
+        "cifar10": lambda: datasets.cifar10(root),
         "cifar100": lambda: datasets.cifar100(root),
         "tiny_imagenet": lambda: datasets.tiny_imagenet(root),
     }
@@ -139,7 +141,9 @@ def run_one(
 ) -> RunResult:
     run_dir = _run_dir(out, method_name, seed)
     done_file = run_dir / "done.json"
+    settings = run_settings(preset, method_name)
     if done_file.exists():
+        check_same_settings(done_file, json.loads(done_file.read_text()).get("settings"), settings)
         finished = _read_done(done_file, method_name, seed)
         log(f"[{method_name} seed {seed}] finished earlier: {_fmt(finished.accuracies)}")
         return finished
@@ -152,7 +156,7 @@ def run_one(
     meter = CostMeter()
     ctx = StrategyContext(model=model, config=preset, evaluator=make_evaluator(run_dir), device=device,
                           plugins=[*extra_plugins, meter], valid_stream=getattr(benchmark, "valid_stream", None),
-                          benchmark=benchmark, seed=seed)
+                          benchmark=benchmark, seed=seed, cache_dir=out / "_cache")
     strategy = method.build(ctx)
     train_stream = list(benchmark.train_stream)
     scored = eval_stream(preset, benchmark)
@@ -164,6 +168,7 @@ def run_one(
     ckpt_path = run_dir / "checkpoint.pt"
     state = load_checkpoint(ckpt_path)
     if state is not None:
+        check_same_settings(ckpt_path, json.loads(state["settings"]) if "settings" in state else None, settings)
         start_step = int(state["step"])
         scores = [dict(s) for s in state["scores"]]
         seconds = float(state["seconds"])
@@ -195,6 +200,7 @@ def run_one(
             "method": method.state_dict(strategy),
             "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
             "cost": meter.state_dict(),
+            "settings": json.dumps(settings),
         })
         primary = next(iter(scores[-1]))
         log(f"[{method_name} seed {seed}] step {step + 1}/{len(train_stream)}: "
@@ -208,16 +214,52 @@ def run_one(
         + "".join(",".join([str(i + 1), *(f"{s[n]:.6f}" for n in names), f"{c:.1f}"]) + "\n"
                   for i, (s, c) in enumerate(zip(scores, costs)))
     )
-    result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores, costs)
+    report = run_report(method, strategy)
+    result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores, costs, report)
     done_file.write_text(json.dumps({"accuracies": result.accuracies, "seconds": seconds, "scores": scores,
-                                     "costs": costs}))
+                                     "costs": costs, "report": report,
+                                     "settings": settings}))
     return result
+
+
+# Preset fields that cannot change a run's numbers (which runs exist, where and how fast they run).
+_NOT_RESULTS = ("name", "methods", "seeds", "method_kwargs", "num_threads", "eval_batch_size")
+
+
+def run_settings(preset: Preset, method_name: str) -> dict:
+    """What a run's numbers depend on: the preset's fields (JSON types), its method's own kwargs."""
+    fields = {k: v for k, v in preset.to_dict().items() if k not in _NOT_RESULTS}
+    fields["method_kwargs"] = preset.method_kwargs.get(parse_variant(method_name)[0], {})
+    return json.loads(json.dumps(fields, default=str))
+
+
+def check_same_settings(path: Path, saved: Optional[dict], settings: dict) -> None:
+    """A finished or checkpointed run is reused only under the settings it ran with (runs
+    saved before settings were recorded are trusted)."""
+    if saved is None or saved == settings:
+        return
+    changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+    raise ValueError(f"{path} was run with other settings ({detail}); write this sweep to another --out "
+                     f"folder, or delete {path.parent} to rerun it")
 
 
 def _read_done(done_file: Path, method: str = "", seed: int = 0) -> RunResult:
     d = json.loads(done_file.read_text())
     scores = d.get("scores") or [{"top1": a} for a in d["accuracies"]]  # runs finished before scores existed
-    return RunResult(method, seed, d["accuracies"], d["seconds"], scores, d.get("costs", []))
+    return RunResult(method, seed, d["accuracies"], d["seconds"], scores, d.get("costs", []), d.get("report", {}))
+
+
+def run_report(method, strategy) -> dict:
+    """``method.report(strategy)`` checked to be flat ``{str: number}`` (it goes into done.json and tables)."""
+    if method.report is None:
+        return {}
+    report = method.report(strategy)
+    bad = {k: v for k, v in report.items() if not isinstance(k, str) or isinstance(v, bool)
+           or not isinstance(v, (int, float))}
+    if bad:
+        raise TypeError(f"method {method.name!r}: report() must return {{str: number}}, got {bad}")
+    return {k: float(v) for k, v in report.items()}
 
 
 def _replay_adaptation(model, done_train, test_stream) -> None:
@@ -328,7 +370,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--methods", nargs="+", default=None, help="override the preset's methods")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--dataset", default=None, choices=["fashion_mnist", "cifar100", "tiny_imagenet"])
+    parser.add_argument("--dataset", default=None, choices=["fashion_mnist", "cifar10", "cifar100", "tiny_imagenet"])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",

@@ -14,6 +14,11 @@ seen as they run:
   + 1 more);
 * EWC (Avalanche): + 1 per sample of the experience for the Fisher
   importances (one forward + backward of every sample after training);
+* RWalk (Avalanche): + 1 per sample (its plugin runs a forward + backward of
+  every mini-batch before the training one, for the importances);
+* M2KD / LwF-MC / iCaRL M2KD: + 1/3 per sample for each snapshot teacher run
+  at the iteration (``M2KDPlugin.extra_passes_per_sample``: every stored
+  snapshot with ``teachers="all"``, the last one with ``"last"``);
 * LwM: + 1/3 per sample for the teacher's forward once it exists (its
   Grad-CAM gradients run only through the head, not counted);
 * DML: 2 per sample (both students train) in the mutual experiences;
@@ -29,7 +34,7 @@ How a method reports its cost: a strategy may define
 ``training_passes_per_sample()`` (default 1); a plugin may define
 ``extra_passes_per_sample(strategy)``; both are read at every training
 iteration. One-off work (validation, importances) is reported with
-:func:`charge`. Avalanche's LwF/EWC plugins and :class:`LwMPlugin` are
+:func:`charge`. Avalanche's LwF/EWC/RWalk plugins and :class:`LwMPlugin` are
 recognised here, since their code is not ours.
 
 Composite strategies: ``MultiStepSST`` adds every plugin with
@@ -45,7 +50,7 @@ from typing import Optional
 
 from avalanche.core import SupervisedPlugin
 from avalanche.models import MultiTaskModule
-from avalanche.training.plugins import EWCPlugin, LwFPlugin
+from avalanche.training.plugins import EWCPlugin, LwFPlugin, RWalkPlugin
 
 from avalanche_sst.metrics.logging import log_scalar
 
@@ -81,6 +86,8 @@ def _plugin_extra(plugin, strategy) -> tuple[float, float]:
             return 0.0, 0.0
         # Avalanche's LwF runs the current model a second time for a multi-task previous model.
         return FORWARD_COST, (TRAIN_COST if isinstance(prev, MultiTaskModule) else 0.0)
+    if isinstance(plugin, RWalkPlugin):
+        return 0.0, TRAIN_COST
     from avalanche_sst.plugins.lwm import LwMPlugin  # here: the plugins package imports metrics
 
     if isinstance(plugin, LwMPlugin):

@@ -28,6 +28,7 @@ from torch import nn
 
 from avalanche_sst.functional.edge_transfer import BlockPair, edge_kt_loss
 from avalanche_sst.metrics import log_scalar
+from avalanche_sst.metrics.cost import FORWARD_COST
 from avalanche_sst.models.introspection import capture_block_outputs, classifier
 from avalanche_sst.models.student import group_last_convs, residual_groups
 
@@ -139,6 +140,10 @@ class EdgeKTPlugin(SupervisedPlugin):
         self.last_pairs: list[BlockPair] = []
         self._hooks: Optional[ExitStack] = None
         self._freezer = LastConvsOnlyPlugin() if train_only_last_convs else None
+
+    def extra_passes_per_sample(self, strategy) -> float:
+        """The teacher's forward of every training sample, for :class:`~avalanche_sst.metrics.cost.CostMeter`."""
+        return FORWARD_COST
 
     # ------------------------------------------------------------------ set-up
     def before_training_exp(self, strategy, **kwargs):

@@ -47,6 +47,7 @@ from avalanche.models import IncrementalClassifier
 from avalanche.training.plugins import SupervisedPlugin
 
 from avalanche_sst.functional.m2kd_losses import ad_loss, m2kd_loss, mmd_loss, seen_bce
+from avalanche_sst.metrics.cost import FORWARD_COST
 from avalanche_sst.models.stages import stage, stage_out_channels
 from avalanche_sst.functional.ownership import (
     FREE,
@@ -261,11 +262,22 @@ class M2KDPlugin(SupervisedPlugin):
             group["weight_decay"] = wd
         self.phase, self._epochs = "train", 0
 
-    def before_forward(self, strategy, **kwargs):
+    def _teachers(self) -> list[int]:
+        """The snapshots run as teachers at this step's training iterations."""
         if self.phase is None or not self.snapshots:
+            return []
+        return list(range(len(self.snapshots))) if self.teachers == "all" else [len(self.snapshots) - 1]
+
+    def extra_passes_per_sample(self, strategy) -> float:
+        """Cost (``metrics.cost``, sample-passes per training sample) of the snapshot
+        teachers: one forward each, 1/3 of a training pass."""
+        return FORWARD_COST * len(self._teachers())
+
+    def before_forward(self, strategy, **kwargs):
+        keep = self._teachers()
+        if not keep:
             self._teacher_scores = None
             return
-        keep = range(len(self.snapshots)) if self.teachers == "all" else [len(self.snapshots) - 1]
         main, aux = {}, {}
         for k in keep:
             m, a = self.snapshot_forward(k, strategy.mb_x)

@@ -70,8 +70,25 @@ def _load(strategy: AdaQPackNet, state: dict, done_exps) -> None:
     strategy.load_method_state(state)
 
 
+def adaqpacknet_report(strategy: AdaQPackNet) -> dict:
+    """Tables 2-4's capacity: the share (%) of the fp32 model's bits each task holds (eq. 10), their
+    sum (``capacity_total``, Table 2) and their mean over the tasks trained (``capacity_mean``, Table 4);
+    per task also the bits chosen, the mean density kept, and validation accuracy (%) before and after
+    quantization."""
+    total = 100.0 * sum(r["capacity_fraction"] for r in strategy.task_reports)
+    # Table 4's unit: the mean share of one task
+    out = {"capacity_total": total, "capacity_mean": total / max(len(strategy.task_reports), 1)}
+    for i, r in enumerate(strategy.task_reports, start=1):
+        out[f"capacity/task{i}"] = 100.0 * r["capacity_fraction"]
+        out[f"bits/task{i}"] = r["bits"]
+        out[f"density/task{i}"] = sum(r["density"]) / max(len(r["density"]), 1)
+        out[f"accuracy_fp32/task{i}"] = 100.0 * r["accuracy_fp32"]
+        out[f"accuracy_quantized/task{i}"] = 100.0 * r["accuracy_quantized"]
+    return out
+
+
 register(Method(
     "adaqpacknet", build_adaqpacknet,
     "Ada-QPacknet: adaptive lottery-ticket pruning + k-means quantization, forget-free (Pietron et al. 2023)",
-    _state, _load, settings=("task_incremental",),
+    _state, _load, settings=("task_incremental",), report=adaqpacknet_report,
 ))

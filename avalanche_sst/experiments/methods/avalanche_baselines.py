@@ -1,6 +1,6 @@
 """Avalanche's own strategies as sweep methods: fine-tuning (Naive), LwF, EWC,
-Cumulative and Replay, with the state each keeps outside the model
-saved for resuming a sweep (LwF's teacher, EWC's importances,
+RWalk, Cumulative and Replay, with the state each keeps outside the model
+saved for resuming a sweep (LwF's teacher, EWC's and RWalk's importances,
 Replay's buffer, Cumulative's concatenation)."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import copy
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
-from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
+from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin, RWalkPlugin
+from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.utils import ParamData
 
 from avalanche_sst.experiments.method_state import params_to_tensors, plugin_of, tensors_to_params
 from avalanche_sst.experiments.registry import SETTINGS, Method, StrategyContext, common_kwargs, register
@@ -104,6 +106,92 @@ def _ewc_load(strategy, state, done_exps) -> None:
         target.update({int(t): tensors_to_params(ps) for t, ps in state[name].items()})
 
 
+# --- RWalk (Chaudhry et al. 2018): Avalanche's RWalkPlugin with two guards -------
+
+
+def rwalk_penalties(importance: dict, scores: dict) -> dict:
+    """RWalk's per-weight penalty (Chaudhry et al. 2018, eq. 8): F / max F + relu(s) / max s.
+
+    As Avalanche's ``RWalkPlugin.after_training_exp`` (each term scaled into
+    [0, 1] by its largest value over all weights, ``max s`` taken before the
+    relu), except that a term whose largest value is not positive adds 0
+    instead of 0/0 = NaN: the scores stay 0 when a step ends before its first
+    ``delta_t`` checkpoint, the importances when no gradient reached a weight.
+    ``importance``, ``scores``: ``{name: tensor}`` of equal shapes per name;
+    only names in both get a penalty.
+    """
+    names = [k for k in scores if k in importance]
+    max_imp = max((float(importance[k].max()) for k in names), default=0.0)
+    max_score = max((float(scores[k].max()) for k in names), default=0.0)
+    out = {}
+    for k in names:
+        imp = importance[k] / max_imp if max_imp > 0 else torch.zeros_like(importance[k])
+        score = torch.relu(scores[k]) / max_score if max_score > 0 else torch.zeros_like(scores[k])
+        out[k] = imp + score
+    return out
+
+
+class GuardedRWalkPlugin(RWalkPlugin):
+    """Avalanche's RWalkPlugin, unchanged except for two bugs of avalanche-lib 0.6.0.
+
+    * ``_update_grad`` (the gradient for the importances, before every
+      iteration) puts the model in eval mode and leaves it there, so the
+      whole step trained in eval mode: BatchNorm normalised with its initial
+      running statistics and never updated them. From scratch at lr 0.1 this
+      made ResNet-8's loss NaN within 6 iterations of step 1 in the sweep's
+      ``m2kd_fig4`` cpu preset; the model's mode is restored here.
+    * the penalties' normalisation divides by the largest score, 0 when the
+      step had fewer iterations than ``delta_t`` (0/0 = NaN in every later
+      loss): :func:`rwalk_penalties` gives that term 0 instead.
+    """
+
+    def _update_grad(self, strategy):
+        was_training = strategy.model.training
+        try:
+            super()._update_grad(strategy)
+        finally:
+            strategy.model.train(was_training)
+
+    def after_training_exp(self, strategy, *args, **kwargs):
+        super().after_training_exp(strategy, *args, **kwargs)
+        # Recomputed from the same terms (shapes already expanded by super), without the 0/0.
+        imp = {k: p.data for k, p in self.exp_importance.items()}
+        scores = {k: p.expand(imp[k].shape) for k, p in self.exp_scores.items() if k in imp}
+        self.exp_penalties = {k: ParamData(k, device=v.device, init_tensor=v)
+                              for k, v in rwalk_penalties(imp, scores).items()}
+
+
+def build_rwalk(ctx: StrategyContext, ewc_lambda: float = 0.1, ewc_alpha: float = 0.9,
+                delta_t: int = 10) -> SupervisedTemplate:
+    """Avalanche's RWalk defaults (``ewc_lambda`` 0.1, ``ewc_alpha`` 0.9, ``delta_t`` 10), no replay."""
+    kwargs = common_kwargs(ctx)
+    kwargs["plugins"] = [GuardedRWalkPlugin(ewc_lambda=ewc_lambda, ewc_alpha=ewc_alpha, delta_t=delta_t),
+                         *kwargs["plugins"]]
+    return SupervisedTemplate(model=ctx.model, **kwargs)
+
+
+# What a later step reads: the EWC++ running importance (continued across steps) and
+# the last step's parameters, scores and penalties. The checkpoint_* and iter_* rest
+# are reset at ``before_training`` or rewritten before they are read.
+_RWALK_STATE = ("iter_importance", "exp_params", "exp_scores", "exp_penalties")
+
+
+def _rwalk_state(strategy) -> dict:
+    rwalk = plugin_of(strategy, RWalkPlugin)
+    return {name: params_to_tensors(getattr(rwalk, name)) for name in _RWALK_STATE
+            if getattr(rwalk, name) is not None}
+
+
+def _rwalk_load(strategy, state, done_exps) -> None:
+    rwalk = plugin_of(strategy, RWalkPlugin)
+    device = strategy.device
+    for name in _RWALK_STATE:
+        params = {k: ParamData(k, init_tensor=t.to(device), device=device) for k, t in state.get(name, {}).items()}
+        setattr(rwalk, name, params if name in state else None)
+    # After a step Avalanche's plugin aliases exp_importance to iter_importance.
+    rwalk.exp_importance = rwalk.iter_importance
+
+
 # --- Cumulative: rebuild the concatenation of the finished experiences ------------
 
 
@@ -156,6 +244,8 @@ register(Method("lwf", build_lwf, "Learning without Forgetting (Avalanche LwF)",
                 settings=SETTINGS))
 register(Method("ewc", build_ewc, "Elastic Weight Consolidation (Avalanche EWC)", _ewc_state, _ewc_load,
                 settings=SETTINGS))
+register(Method("rwalk", build_rwalk, "RWalk: Riemannian walk (Avalanche RWalkPlugin, guarded)", _rwalk_state,
+                _rwalk_load, settings=SETTINGS))
 register(Method("cumulative", lambda ctx: Cumulative(model=ctx.model, **common_kwargs(ctx)),
                 "Cumulative: all data so far (upper bound)", load_state_dict=_cumulative_load, settings=SETTINGS))
 register(Method("replay", build_replay, "Replay: experience-balanced buffer of mem_size samples (Avalanche)",

@@ -12,10 +12,14 @@ do not register: ``packnet`` and ``si`` (task-incremental).
   cosine annealing. Resuming: the masks live in the model's buffers; the
   frozen biases are frozen again on load. The method state records each
   task's capacity (:func:`packnet_capacity_fractions`), comparable with
-  Ada-QPacknet's ``capacity_fraction``.
-* ``si``: Avalanche's ``SynapticIntelligence`` (Zenke et al., ICML 2017) with
-  the common optimiser and schedule; ``si_lambda`` is not from the paper
-  (untuned default 0.1). Its importances and trajectories are the method state.
+  Ada-QPacknet's ``capacity_fraction``; the run's report
+  (:func:`packnet_report`) gives ``capacity_total`` and ``capacity_mean`` in
+  % as ``adaqpacknet_report`` does.
+* ``si``: Avalanche's ``SynapticIntelligencePlugin`` (Zenke et al., ICML 2017)
+  with the common optimiser and schedule, through :class:`CopyingSIPlugin`,
+  which fixes Avalanche 0.6.0's snapshots on a CPU model (see there);
+  ``si_lambda`` is Avalanche's default 0.1, not from the paper (the tables
+  choose it on validation). Its importances and trajectories are the method state.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasPackNetModule
-from avalanche.training import SynapticIntelligence
 from avalanche.training.plugins import SynapticIntelligencePlugin
 from avalanche.training.templates import SupervisedTemplate
 
@@ -32,7 +35,8 @@ from avalanche_sst.experiments.methods.ada_qpacknet import single_head_model
 from avalanche_sst.experiments.registry import Method, StrategyContext, common_kwargs, register, sgd
 from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
 
-__all__ = ["build_packnet", "build_si", "equal_share_prune_proportions", "packnet_capacity_fractions"]
+__all__ = ["CopyingSIPlugin", "build_packnet", "build_si", "equal_share_prune_proportions",
+           "packnet_capacity_fractions", "packnet_report"]
 
 def equal_share_prune_proportions(n_tasks: int) -> list[float]:
     """Task k prunes ``1 - 1/(n - k)`` of its free weights, so each task keeps 1/n of the layer."""
@@ -74,13 +78,33 @@ def build_packnet(ctx: StrategyContext, prune_proportion: Optional[float | Seque
                          StepwiseCosinePlugin(lrs=(ctx.config.lr_scratch,), epochs=(epochs,)), *ctx.plugins]
     return SupervisedTemplate(model=model, **kwargs)
 
+#: Eq. 10's bits per kept weight at b = 32 with no codebook: the fp32 value and its mask bit.
+PACKNET_BITS_PER_WEIGHT = 32 + 1
+
 def packnet_capacity_fractions(model: PackNetModel) -> list[float]:
-    """Capacity of each trained task in the form of eq. 10 without quantization: its own
-    weights at 32 bits plus one mask bit each, over the fp32 bits of all wrapped weights
-    (the unit of ``AdaQPackNet``'s ``capacity_fraction``). Shared biases are not counted."""
+    """Capacity of each trained task, eq. 10 (Pietron et al. 2023) at b = 32 without codebooks:
+    33 bits per weight the task owns (fp32 value + mask bit), over the fp32 bits of every wrapped
+    Conv2d/Linear weight, head included (the unit of ``AdaQPackNet``'s ``capacity_fraction``,
+    whose ``model_bits`` counts the same weights). The biases, which PackNet trains with the first
+    task and freezes, are that task's fp32 tensors, as Ada-QPacknet's per-task biases are."""
     layers = [m for m in model.modules() if isinstance(m, WeightAndBiasPackNetModule)]
     total = 32 * sum(m.task_index.numel() for m in layers)
-    return [sum(int((m.task_index == k).sum()) for m in layers) * 33 / total for k in range(int(model.task_count))]
+    biases = sum(m.wrappee.bias.numel() for m in layers if m.has_bias and m.wrappee.bias is not None)
+    return [(sum(int((m.task_index == k).sum()) for m in layers) * PACKNET_BITS_PER_WEIGHT
+             + (32 * biases if k == 0 else 0)) / total for k in range(int(model.task_count))]
+
+def packnet_report(strategy) -> dict:
+    """Table 2's ``capacity_total`` (%, summed over the trained tasks), Table 4's ``capacity_mean``
+    (% per task) and ``capacity/task<i>``, in the unit of ``adaqpacknet_report``; ``owned_weights``
+    is the % of the weights the tasks own (no mask or bias bits)."""
+    caps = [100.0 * c for c in packnet_capacity_fractions(strategy.model)]
+    layers = [m for m in strategy.model.modules() if isinstance(m, WeightAndBiasPackNetModule)]
+    n_tasks = int(strategy.model.task_count)
+    owned = sum(int((m.task_index < n_tasks).sum()) for m in layers)
+    out = {"capacity_total": sum(caps), "capacity_mean": sum(caps) / max(len(caps), 1),
+           "owned_weights": 100.0 * owned / sum(m.task_index.numel() for m in layers)}
+    out.update({f"capacity/task{i}": c for i, c in enumerate(caps, start=1)})
+    return out
 
 def _packnet_state(strategy) -> dict:
     return {"capacity_fractions": packnet_capacity_fractions(strategy.model)}
@@ -92,8 +116,37 @@ def _packnet_load(strategy, state, done_exps) -> None:
             if isinstance(m, WeightAndBiasPackNetModule) and m.has_bias and m.wrappee.bias is not None:
                 m.wrappee.bias.requires_grad = False
 
+class CopyingSIPlugin(SynapticIntelligencePlugin):
+    """Avalanche's SI plugin whose weight snapshots are copies.
+
+    Avalanche 0.6.0 snapshots weights as ``param.detach().cpu().flatten()``: on a
+    CPU model that is a view of the live parameter, so the optimiser step moves
+    the "old" weights too. Every path-integral term ``g * (theta_new - theta_old)``
+    (Zenke et al. eq. 3), hence every importance ``Omega`` (eq. 5) and the
+    penalty, is then exactly 0 and SI trains as fine-tuning. (On CUDA ``.cpu()``
+    copies and the bug does not show.) The two snapshots that must outlive an
+    optimiser step are copied: the experience's start point (the anchor
+    ``theta~`` of eq. 4 and the ``Delta`` of eq. 5) and each iteration's start.
+    """
+
+    def before_training_exp(self, strategy, **kwargs):
+        super().before_training_exp(strategy, **kwargs)
+        _own_storage(self.ewc_data[0])
+
+    def before_training_iteration(self, strategy, **kwargs):
+        super().before_training_iteration(strategy, **kwargs)
+        _own_storage(self.syn_data["old_theta"])
+
+def _own_storage(params: dict) -> None:
+    for p in params.values():
+        p.data = p.data.clone()
+
 def build_si(ctx: StrategyContext, si_lambda: float = 0.1, eps: float = 1e-7) -> SupervisedTemplate:
-    return SynapticIntelligence(model=ctx.model, si_lambda=si_lambda, eps=eps, **common_kwargs(ctx))
+    if float(si_lambda) < 0:
+        raise ValueError(f"si_lambda must be >= 0, got {si_lambda}")
+    kwargs = common_kwargs(ctx)
+    kwargs["plugins"] = [*kwargs["plugins"], CopyingSIPlugin(si_lambda=float(si_lambda), eps=float(eps))]
+    return SupervisedTemplate(model=ctx.model, **kwargs)
 
 def _si_state(strategy) -> dict:
     si = plugin_of(strategy, SynapticIntelligencePlugin)
@@ -107,6 +160,7 @@ def _si_load(strategy, state, done_exps) -> None:
 
 register(Method("packnet", build_packnet,
                 "PackNet: iterative magnitude pruning, one frozen weight subset per task (Avalanche PackNetPlugin)",
-                state_dict=_packnet_state, load_state_dict=_packnet_load, settings=("task_incremental",)))
+                state_dict=_packnet_state, load_state_dict=_packnet_load, settings=("task_incremental",),
+                report=packnet_report))
 register(Method("si", build_si, "Synaptic Intelligence (Avalanche SynapticIntelligence)", _si_state, _si_load,
                 settings=("task_incremental",)))

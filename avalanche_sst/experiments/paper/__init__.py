@@ -22,9 +22,11 @@ from avalanche_sst.experiments.paper.specs import (PAPERS, PRESET_NAMES, TABLES,
                                                    preset_set, register, register_paper, resolve_overrides,
                                                    sweep_dirname, sweep_groups, tables_by_paper)
 
-# One import per paper: each module registers its tables (the report groups them by paper).
+# One import per paper, in seed order: each module registers its tables (the report groups them by paper).
 from avalanche_sst.experiments.paper import sst_tables  # noqa: F401  (seed 000, Lee & Kim 2023)
 from avalanche_sst.experiments.paper import m2kd_tables  # noqa: F401  (seed 002, Zhou et al.)
+from avalanche_sst.experiments.paper import adaq_tables  # noqa: F401  (seed 003, Pietron et al.)
+from avalanche_sst.experiments.paper import edge_tables  # noqa: F401  (seed 004, Zhao, Chen & Zhao)
 
 from avalanche_sst.experiments.paper.cost import estimate_cpu_seconds
 from avalanche_sst.experiments.paper.fig3 import FIG3_COLS, FIG3_KEYS, FIG3_ROWS, gamma_stats, run_fig3

@@ -13,7 +13,12 @@ import re
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from avalanche_sst.experiments.paper.specs import TableSpec, resolve_overrides
+from avalanche_sst.experiments.paper.specs import LAST_STEP, TableSpec, resolve_overrides
+
+
+def step_text(step: int) -> str:
+    """A cell's step in words: "step 3", or "the last step" for ``LAST_STEP``."""
+    return "the last step" if step == LAST_STEP else f"step {step}"
 
 
 def fmt_cell(mean: float, std: float, decimals: int = 2) -> str:
@@ -94,7 +99,8 @@ def write_table(spec: TableSpec, cells: Mapping, meta: dict, out_dir: Path) -> d
         "",
     ]
     if spec.cells:
-        lines.append("Cells: " + "; ".join(f"{c.row} / {c.col} = `{c.method}` after step {c.step}"
+        lines.append("Cells: " + "; ".join(f"{c.row} / {c.col} = `{c.method}` after {step_text(c.step)}"
+                                           + (f" [{c.score}]" if c.score else "")
                                            + (f" ({', '.join(f'{k}={v}' for k, v in resolve_overrides(c, meta['preset']))})"
                                               if c.overrides else "")
                                            for c in spec.cells) + ".")

@@ -2,7 +2,8 @@
 
 * ``m2kd_fig4``: Fig. 4's exemplar-free comparison in kind (accuracy on all
   classes seen so far after each step), with Avalanche's Naive, LwF, EWC,
-  and Cumulative beside LwF-MC and M2KD (with and without pruning,
+  RWalk (its plugin with two NaN guards, ``GuardedRWalkPlugin``) and
+  Cumulative beside LwF-MC and M2KD (with and without pruning,
   without L_AD), and iCaRL / iCaRL M2KD (Fig. 5's exemplar setting);
 * ``m2kd_table1``: Table 1, M2KD's accuracy per step for pruning ratios
   none, 0.6, 0.7, 0.8, 0.9.
@@ -75,7 +76,7 @@ def _tiny(**changes) -> Preset:
 
 
 FIG4_METHODS = (
-    ("Fine-tuning", "finetune"), ("LwF", "lwf"), ("EWC", "ewc"), ("LwF-MC", "lwf_mc"),
+    ("Fine-tuning", "finetune"), ("LwF", "lwf"), ("EWC", "ewc"), ("RWalk", "rwalk"), ("LwF-MC", "lwf_mc"),
     ("M2KD (no L_AD)", "m2kd:lam=0"), ("M2KD (no pruning)", "m2kd:prune_ratio=0"), ("M2KD", "m2kd"),
     ("iCaRL", "icarl"), ("iCaRL M2KD", "icarl_m2kd"), ("Upper bound", "cumulative"),
 )
@@ -100,8 +101,9 @@ register(TableSpec(
         (("Step 5", "iCaRL M2KD"), ("Step 5", "iCaRL"), "With the introduction of multi-model and auxiliary "
                                                         "distillation, the performance of iCaRL improves"),
     ),
-    notes=("Fine-tuning, LwF, EWC and Cumulative are Avalanche's; iCaRL and iCaRL M2KD keep 2,000 "
-           "exemplars (Fig. 5's setting).",),
+    notes=("Fine-tuning, LwF, EWC, RWalk and Cumulative are Avalanche's (RWalk with its defaults and no "
+           "replay, its plugin guarded against two NaN bugs: GuardedRWalkPlugin); iCaRL and iCaRL M2KD keep "
+           "2,000 exemplars (Fig. 5's setting).",),
 ))
 
 RATIOS = (("No pruning", "m2kd:prune_ratio=0"), ("Ratio 0.6", "m2kd:prune_ratio=0.6"),

@@ -21,8 +21,8 @@ from avalanche_sst.experiments.paper.fig3 import FIG3_KEYS
 from avalanche_sst.experiments.paper.formatting import (markdown, models_text, read_runs_csv, read_table_csv,
                                                         scenario_of)
 from avalanche_sst.experiments.paper.runner import default_command
-from avalanche_sst.experiments.paper.specs import (PAPERS, TABLES, TableSpec, resolve_overrides, sweep_dirname,
-                                                   tables_by_paper)
+from avalanche_sst.experiments.paper.specs import (LAST_STEP, PAPERS, TABLES, TableSpec, resolve_overrides,
+                                                   sweep_dirname, tables_by_paper)
 from avalanche_sst.experiments.paper.stats import ALPHA, PaperNumber, load_paper_numbers, paper_cells, table_ordering
 
 
@@ -57,14 +57,24 @@ def seed_values(spec: TableSpec, table_dir: Path, preset_name: str) -> dict[tupl
                 for col, (key, scale) in FIG3_KEYS.items():
                     out.setdefault((r["network"], col), {})[int(r["seed"])] = scale * float(r[key])
         return out
+    meta_path = table_dir / f"{spec.id}.json"
+    if meta_path.exists():  # tables written since per-seed values are recorded: any cell's score
+        recorded = json.loads(meta_path.read_text()).get("cell_seeds")
+        if recorded is not None:
+            return {(e["row"], e["col"]): {int(k): float(v) for k, v in e["values"].items()} for e in recorded}
     runs: dict[str, list[dict]] = {}
     for c in spec.cells:
         name = sweep_dirname(resolve_overrides(c, preset_name))
         if name not in runs:
             path = table_dir / name / "runs.csv"
             runs[name] = read_runs_csv(path) if path.exists() else []
+        last = {}  # (method, seed) -> its last step, for cells at LAST_STEP
         for r in runs[name]:
-            if r["method"] == c.method and r["step"] == c.step:
+            key = (r["method"], r["seed"])
+            last[key] = max(last.get(key, 0), r["step"])
+        for r in runs[name]:
+            step = last[r["method"], r["seed"]] if c.step == LAST_STEP else c.step
+            if r["method"] == c.method and r["step"] == step:
                 out.setdefault((c.row, c.col), {})[r["seed"]] = 100.0 * r["top1"]
     return out
 

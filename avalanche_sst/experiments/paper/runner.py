@@ -55,11 +55,15 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
 
         data = load_dataset(preset.dataset, preset.data_root)
     t0, c0 = time.perf_counter(), time.process_time()
+    cell_seeds = None
     if spec.kind == "fig3":
         cells, sweeps, models = run_fig3(spec, preset, out_dir, data, log)
     else:
-        cells, sweeps, models = _run_sweeps(spec, preset, preset_name, out_dir, data, command, log,
-                                            sweep_options)
+        runs_dir = out_dir if spec.runs_of is None else Path(out_root) / spec.runs_of
+        cells, sweeps, models, cell_seeds = _run_sweeps(spec, preset, preset_name, runs_dir, data, command, log,
+                                                        sweep_options)
+        if spec.runs_of is not None:
+            sweeps = [f"../{spec.runs_of}/{name}" for name in sweeps]
     this = {"command": command, "wall_seconds": round(time.perf_counter() - t0, 1),
             # all threads of this process
             "cpu_seconds": round(time.process_time() - c0, 1), "threads": torch.get_num_threads()}
@@ -70,6 +74,7 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
         "ratios": list(preset.ratios), "scenario": scenario_text(preset),
         "score": setting_scores(preset).description, "train_fraction": preset.train_fraction,
         "paper_setting": spec.paper_setting, "sweeps": sweeps,
+        **({"cell_seeds": cell_seeds} if cell_seeds is not None else {}),
         # a resumed table sums every invocation that wrote it (runs redone after a change included)
         "invocations": invocations,
         "wall_seconds": round(sum(i["wall_seconds"] for i in invocations), 1),
@@ -97,7 +102,7 @@ def _previous_invocations(meta_path: Path) -> list[dict]:
 def _run_sweeps(spec, preset, preset_name, out_dir, data, command, log, sweep_options=None):
     from avalanche_sst.experiments.sweep import run_sweep
 
-    per_run: dict[tuple, list[list[float]]] = {}  # (overrides, method) -> per-seed accuracies
+    per_run: dict[tuple, list] = {}  # (overrides, method) -> per-seed RunResults
     sweeps, models = [], {}
     for overrides, methods in sweep_groups(spec, preset_name).items():
         sp = preset.replace(methods=methods, **dict(overrides))
@@ -106,10 +111,25 @@ def _run_sweeps(spec, preset, preset_name, out_dir, data, command, log, sweep_op
         models[name] = sp.model
         results = run_sweep(sp, out_dir / name, data=data, log=log, command=command, **(sweep_options or {}))
         for r in results:
-            per_run.setdefault((overrides, r.method), []).append([100.0 * a for a in r.accuracies])
-    cells = {}
+            per_run.setdefault((overrides, r.method), []).append(r)
+    cells, cell_seeds = {}, []
     for c in spec.cells:
         runs = per_run[resolve_overrides(c, preset_name), c.method]
-        values = [acc[c.step - 1] for acc in runs]
-        cells[c.row, c.col] = (*mean_std(values), len(values))
-    return cells, sweeps, models
+        values = {r.seed: cell_value(c, r) for r in runs}
+        cells[c.row, c.col] = (*mean_std(list(values.values())), len(values))
+        cell_seeds.append({"row": c.row, "col": c.col, "values": {str(k): v for k, v in values.items()}})
+    return cells, sweeps, models, cell_seeds
+
+
+def cell_value(cell, run) -> float:
+    """The number ``cell`` shows for one run (a ``RunResult``): see :class:`Cell`."""
+    if cell.score is None:
+        return 100.0 * run.accuracies[cell.step_index(len(run.accuracies))]
+    index = cell.step_index(len(run.scores))
+    step_scores = run.scores[index] if 0 <= index < len(run.scores) else {}
+    if cell.score in step_scores:
+        return 100.0 * step_scores[cell.score]
+    if cell.score in run.report:
+        return run.report[cell.score]
+    raise KeyError(f"cell {cell.row!r}/{cell.col!r}: run {run.method!r} seed {run.seed} has no score "
+                   f"{cell.score!r} (scores: {sorted(step_scores)}, report: {sorted(run.report)})")

@@ -30,9 +30,19 @@ class Paper:
     title: str = ""
 
 
+#: ``Cell.step`` for the last step of each run, whatever its number of steps.
+LAST_STEP = -1
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One cell of a paper table: the accuracy of ``method`` after ``step`` (1-based).
+    """One cell of a paper table: the accuracy of ``method`` after ``step`` (1-based), or
+    after the last step of the run with ``step=LAST_STEP`` (-1), for a column such as
+    "final accuracy" whose step differs between presets (10 tasks in one, 5 in another).
+
+    ``score`` reads another number instead: a score of the setting after that
+    step (``"old"``, ``"new"``, ``"mean"``: in %, as the accuracy), or a key of
+    the run's ``Method.report`` (e.g. ``"compression_ratio"``: as reported).
 
     ``overrides`` are ``Preset`` fields for this cell's sweep, as ``(field,
     value)`` pairs; a value may be a dict keyed by preset name (``cpu``,
@@ -44,6 +54,17 @@ class Cell:
     method: str
     step: int
     overrides: tuple = ()
+    score: Optional[str] = None
+
+    def __post_init__(self):
+        if isinstance(self.step, bool) or not isinstance(self.step, int) or \
+                not (self.step >= 1 or self.step == LAST_STEP):
+            raise ValueError(f"cell {self.row!r}/{self.col!r}: step must be a 1-based step or "
+                             f"LAST_STEP (-1) for the run's last step, got {self.step!r}")
+
+    def step_index(self, n_steps: int) -> int:
+        """The 0-based index of this cell's step in a run of ``n_steps`` steps."""
+        return n_steps - 1 if self.step == LAST_STEP else self.step - 1
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,9 @@ class TableSpec:
     paper_claims: tuple = ()
     notes: tuple[str, ...] = ()
     decimals: tuple = ()  # (column, decimals) where not 2
+    # Another table whose runs this one reads (same presets, e.g. Table 1's students are Table 4's
+    # before their incremental step): its sweeps run in that table's folder, so no run is repeated.
+    runs_of: Optional[str] = None
 
     def preset(self, name: str, seeds: Optional[Sequence[int]] = None) -> Preset:
         if name not in self.presets:
