@@ -50,17 +50,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _append_equal_compute(sweep_dirs: Sequence[str], out: Path, framework: str) -> None:
-    import os
+    from avalanche_sst.experiments.paper.equal_compute import write_equal_compute
 
-    from avalanche_sst.experiments.paper.equal_compute import equal_compute_section, plot_accuracy_vs_cost
-
-    text = equal_compute_section(sweep_dirs, framework=framework)
-    figure = out.parent / "fig" / "equal_compute.png"
-    if plot_accuracy_vs_cost(sweep_dirs, figure):
-        link = Path(os.path.relpath(figure, out.parent)).as_posix()
-        text += f"\nAccuracy against the training cost spent so far: [{figure.name}]({link}).\n"
-    text += "\nSweeps: " + ", ".join(f"`{d}`" for d in sweep_dirs) + " (each folder's table.md names its command).\n"
-    out.write_text(out.read_text().rstrip("\n") + "\n\n" + text)
+    write_equal_compute(sweep_dirs, out, figure=out.parent / "fig" / "equal_compute.png", append=True,
+                        framework=framework)
+    with open(out, "a") as f:
+        f.write("\nSweeps: " + ", ".join(f"`{d}`" for d in sweep_dirs) + " (each folder's table.md names its command).\n")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 
+# Preset fields that cannot change a run's numbers (which runs exist, where and how fast
+# they run): a finished run is reused across them, and caches are keyed without them.
+NOT_RESULT_FIELDS = ("name", "methods", "seeds", "method_kwargs", "num_threads", "eval_batch_size")
+
+
 @dataclass
 class Preset:
     name: str = "custom"

@@ -29,7 +29,7 @@ from avalanche_sst.benchmarks import stratified_split
 from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_sst.experiments.methods import Method, StrategyContext, check_setting, get_method, parse_variant
-from avalanche_sst.experiments.presets import PRESETS, Preset, get_preset
+from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS, PRESETS, Preset, get_preset
 from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
@@ -143,8 +143,9 @@ def run_one(
     done_file = run_dir / "done.json"
     settings = run_settings(preset, method_name)
     if done_file.exists():
-        check_same_settings(done_file, json.loads(done_file.read_text()).get("settings"), settings)
-        finished = _read_done(done_file, method_name, seed)
+        done = json.loads(done_file.read_text())
+        check_same_settings(done_file, done.get("settings"), settings)
+        finished = _done_result(done, method_name, seed)
         log(f"[{method_name} seed {seed}] finished earlier: {_fmt(finished.accuracies)}")
         return finished
 
@@ -222,13 +223,9 @@ def run_one(
     return result
 
 
-# Preset fields that cannot change a run's numbers (which runs exist, where and how fast they run).
-_NOT_RESULTS = ("name", "methods", "seeds", "method_kwargs", "num_threads", "eval_batch_size")
-
-
 def run_settings(preset: Preset, method_name: str) -> dict:
     """What a run's numbers depend on: the preset's fields (JSON types), its method's own kwargs."""
-    fields = {k: v for k, v in preset.to_dict().items() if k not in _NOT_RESULTS}
+    fields = {k: v for k, v in preset.to_dict().items() if k not in NOT_RESULT_FIELDS}
     fields["method_kwargs"] = preset.method_kwargs.get(parse_variant(method_name)[0], {})
     return json.loads(json.dumps(fields, default=str))
 
@@ -245,7 +242,11 @@ def check_same_settings(path: Path, saved: Optional[dict], settings: dict) -> No
 
 
 def _read_done(done_file: Path, method: str = "", seed: int = 0) -> RunResult:
-    d = json.loads(done_file.read_text())
+    return _done_result(json.loads(done_file.read_text()), method, seed)
+
+
+def _done_result(d: dict, method: str, seed: int) -> RunResult:
+    """The RunResult of a parsed done.json."""
     scores = d.get("scores") or [{"top1": a} for a in d["accuracies"]]  # runs finished before scores existed
     return RunResult(method, seed, d["accuracies"], d["seconds"], scores, d.get("costs", []), d.get("report", {}))
 

@@ -23,13 +23,13 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS
 from avalanche_sst.experiments.registry import Method, StrategyContext, register
 
-# Preset fields the cloud teacher does not depend on (what only the students or the
-# incremental step read, or where the runs execute).
-_NOT_TEACHER = {"name", "methods", "method_kwargs", "seeds", "epochs_finetune", "lr_finetune", "evaluate_on",
-                "eval_batch_size", "device", "num_threads", "sst_epochs", "aod_epochs", "sst_kwargs",
-                "lwf_alpha", "lwf_temperature", "ewc_lambda"}
+# Preset fields the cloud teacher does not depend on: those no run depends on, and
+# what only the students or the incremental step read.
+_NOT_TEACHER = {*NOT_RESULT_FIELDS, "epochs_finetune", "lr_finetune", "evaluate_on", "device", "sst_epochs",
+                "aod_epochs", "sst_kwargs", "lwf_alpha", "lwf_temperature", "ewc_lambda"}
 
 
 def teacher_cache_path(ctx: StrategyContext, select_on_validation: bool) -> Optional[Path]:

@@ -240,10 +240,11 @@ def plot_accuracy_vs_cost(sweep_dirs: Sequence[str | Path], path: str | Path,
 
 
 def write_equal_compute(sweep_dirs: Sequence[str | Path], out: str | Path, figure: Optional[str | Path] = None,
-                        **kwargs) -> str:
-    """Write :func:`equal_compute_section` to ``out`` (e.g. a part of ``docs/results.md``); returns the text.
+                        append: bool = False, **kwargs) -> str:
+    """Write :func:`equal_compute_section` to ``out`` (e.g. a part of ``docs/results.md``); returns the section.
 
     With ``figure``, also :func:`plot_accuracy_vs_cost` there, linked from the section (relative to ``out``).
+    With ``append``, the section goes after ``out``'s text instead of replacing it.
     """
     import os
 
@@ -253,5 +254,5 @@ def write_equal_compute(sweep_dirs: Sequence[str | Path], out: str | Path, figur
     if figure is not None and plot_accuracy_vs_cost(sweep_dirs, figure):
         link = Path(os.path.relpath(Path(figure), out.parent)).as_posix()
         text += f"\nAccuracy against the training cost spent so far: [{Path(figure).name}]({link}).\n"
-    out.write_text(text)
+    out.write_text(out.read_text().rstrip("\n") + "\n\n" + text if append and out.exists() else text)
     return text

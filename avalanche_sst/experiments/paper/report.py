@@ -63,17 +63,18 @@ def seed_values(spec: TableSpec, table_dir: Path, preset_name: str) -> dict[tupl
         if recorded is not None:
             return {(e["row"], e["col"]): {int(k): float(v) for k, v in e["values"].items()} for e in recorded}
     runs: dict[str, list[dict]] = {}
+    last: dict[str, dict] = {}  # per sweep: (method, seed) -> its last step, for cells at LAST_STEP
     for c in spec.cells:
         name = sweep_dirname(resolve_overrides(c, preset_name))
         if name not in runs:
             path = table_dir / name / "runs.csv"
             runs[name] = read_runs_csv(path) if path.exists() else []
-        last = {}  # (method, seed) -> its last step, for cells at LAST_STEP
+            last[name] = {}
+            for r in runs[name]:
+                key = (r["method"], r["seed"])
+                last[name][key] = max(last[name].get(key, 0), r["step"])
         for r in runs[name]:
-            key = (r["method"], r["seed"])
-            last[key] = max(last.get(key, 0), r["step"])
-        for r in runs[name]:
-            step = last[r["method"], r["seed"]] if c.step == LAST_STEP else c.step
+            step = last[name][r["method"], r["seed"]] if c.step == LAST_STEP else c.step
             if r["method"] == c.method and r["step"] == step:
                 out.setdefault((c.row, c.col), {})[r["seed"]] = 100.0 * r["top1"]
     return out
