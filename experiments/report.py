@@ -2,7 +2,8 @@
 
     python experiments/report.py [--results results/paper] [--paper-numbers docs/paper_numbers.csv]
                                  [--out docs/results.md] [--archive docs/runs/paper]
-                                 [--equal-compute docs/runs/equal_compute/quick_converged ...]
+                                 [--equal-compute SWEEP_DIR ...] [--framework sst sst_plus]
+                                 [--options-ablation SWEEP_DIR] [--data-curve SWEEP_DIR ...]
 
 For each table: our table, the paper's numbers, the command and seeds that
 produced ours, the summed run seconds, and one generated sentence on whether
@@ -13,6 +14,11 @@ with the command. See avalanche_sst.experiments.paper.write_report.
 (avalanche_sst.experiments.paper.equal_compute) made from those same-class sweep
 folders (their ``runs.csv``: the framework, plain and compute-matched
 fine-tuning, on the same seeds), with its accuracy-against-cost figure.
+``--options-ablation`` appends the options beyond the paper judged on the
+validation slices (avalanche_sst.experiments.paper.sst_options; a sweep run with
+``evaluate_on=valid``); ``--data-curve`` the accuracy at step 4 against the
+train fraction (avalanche_sst.experiments.paper.data_curve; one sweep per
+fraction), with its figure.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from avalanche_sst.experiments.paper import PRESET_NAMES, archive_tables, write_report
+
+#: The data curve's baselines besides the framework(s): plain and compute-matched fine-tuning.
+CURVE_BASELINES = ("finetune", "finetune:budget=sst")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -35,7 +44,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="preset named in the commands of tables not run yet")
     parser.add_argument("--equal-compute", nargs="+", default=None, metavar="SWEEP_DIR",
                         help="append the equal-compute section made from these sweep folders' runs.csv")
-    parser.add_argument("--framework", default="sst", help="the method the equal-compute section tests")
+    parser.add_argument("--framework", nargs="+", default=["sst"],
+                        help="the method(s) the equal-compute and data-curve sections test")
+    parser.add_argument("--options-ablation", default=None, metavar="SWEEP_DIR",
+                        help="append the options-beyond-the-paper section made from this validation sweep")
+    parser.add_argument("--data-curve", nargs="+", default=None, metavar="SWEEP_DIR",
+                        help="append the accuracy-against-data section made from these sweeps (one per fraction)")
     args = parser.parse_args(argv)
     figures = None
     if args.archive and Path(args.archive).resolve() != Path(args.results).resolve():
@@ -43,13 +57,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"copied {len(copied)} generated files to {args.archive}")
         figures = args.archive  # link the committed copies, not the untracked run folders
     write_report(args.results, args.paper_numbers, args.out, preset_name=args.preset, figures_root=figures)
+    if args.options_ablation:
+        from avalanche_sst.experiments.paper.sst_options import option_ablation_section
+
+        _append(Path(args.out), option_ablation_section([args.options_ablation]))
     if args.equal_compute:
         _append_equal_compute(args.equal_compute, Path(args.out), args.framework)
+    if args.data_curve:
+        from avalanche_sst.experiments.paper.data_curve import data_curve_section, plot_data_curve
+
+        out = Path(args.out)
+        figure = out.parent / "fig" / "data_curve.png"
+        methods = [*args.framework, *CURVE_BASELINES]
+        plot_data_curve(args.data_curve, figure, methods=methods)
+        _append(out, data_curve_section(args.data_curve, frameworks=args.framework, methods=methods,
+                                        figure_link=figure.relative_to(out.parent).as_posix()))
     print(f"wrote {args.out}")
     return 0
 
 
-def _append_equal_compute(sweep_dirs: Sequence[str], out: Path, framework: str) -> None:
+def _append(out: Path, section: str) -> None:
+    out.write_text(out.read_text().rstrip("\n") + "\n\n" + section)
+
+
+def _append_equal_compute(sweep_dirs: Sequence[str], out: Path, framework: Sequence[str]) -> None:
     from avalanche_sst.experiments.paper.equal_compute import write_equal_compute
 
     write_equal_compute(sweep_dirs, out, figure=out.parent / "fig" / "equal_compute.png", append=True,

@@ -59,3 +59,13 @@ def subset_of(exp_or_dataset) -> RelabelledSubset:
             return d
         todo.extend(getattr(d, "_datasets", None) or [])
     raise AssertionError("no RelabelledSubset inside the experience's dataset")
+
+
+def paired_p_by_hand(diffs) -> float:
+    """Two-sided p of a paired t-test over 3 seeds (df = 2), by hand: 1 - t / sqrt(t^2 + 2)."""
+    import math
+
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    t = abs(mean) / (sd / math.sqrt(3))
+    return 1 - t / math.sqrt(t * t + 2)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from avalanche_sst.experiments.paper.equal_compute import (equal_compute_section
 from avalanche_sst.experiments.paper.stats import seed_test
 from avalanche_sst.experiments.presets import Preset
 
-from conftest import make_images
+from conftest import make_images, paired_p_by_hand as p_df2
 
 # --- the plateau rule on hand-made curves ------------------------------------------------------------
 
@@ -207,14 +206,6 @@ def write_runs(folder: Path, methods, cost: bool = True) -> Path:
                 for seed, v in enumerate(values):
                     w.writerow([m, seed, step, f"{v / 100:.6f}", "1.0", *([COST[m][step - 1]] if cost else [])])
     return folder
-
-
-def p_df2(diffs) -> float:
-    """Two-sided p of a paired t-test with 3 seeds (df = 2): 1 - t / sqrt(t^2 + 2)."""
-    mean = sum(diffs) / 3
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
-    t = abs(mean) / (sd / math.sqrt(3))
-    return 1 - t / math.sqrt(t * t + 2)
 
 
 def test_hand_computed_p_values():

@@ -487,3 +487,24 @@ def test_phase_strategies_do_not_warn_about_missing_loggers():
         for exp in bm.train_stream:
             strategy.train(exp)
     assert not [w for w in caught if "No loggers specified" in str(w.message)]
+
+
+def test_sst_plus_is_the_framework_with_the_options_kept_on_validation():
+    import avalanche_sst.experiments.methods  # noqa: F401  (registers sst and sst_plus)
+    from avalanche_sst.experiments.presets import Preset
+    from avalanche_sst.experiments.registry import StrategyContext, get_method
+    from avalanche_sst.strategies import SST_PLUS_OPTIONS
+
+    assert SST_PLUS_OPTIONS == {"proximal": True, "reinit_range_scope": "layer"}
+
+    def build(name):
+        ctx = StrategyContext(model=resnet_cifar(8, num_classes=4, width=4), config=Preset(name="t", ratios=(1, 1)),
+                              evaluator=make_evaluator(), device=torch.device("cpu"), seed=3)
+        return get_method(name).build(ctx)
+
+    plain, plus = build("sst"), build("sst_plus")
+    assert plain.reinit_range_scope == "global" and plus.reinit_range_scope == "layer"
+    assert plain.sst_args["proximal"] is False and plus.sst_args["proximal"] is True
+    # everything else is the paper's framework, and a variant's key still wins
+    assert plus.sst_args == {**plain.sst_args, "proximal": True} and plus.lrs == plain.lrs
+    assert build("sst_plus:proximal=False").sst_args["proximal"] is False

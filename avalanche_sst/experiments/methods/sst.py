@@ -38,7 +38,23 @@ def _sst_arguments() -> set[str]:
             if p.kind is p.KEYWORD_ONLY and p.name not in _FROM_CONTEXT}
 
 
+def build_sst_plus(ctx: StrategyContext, **overrides):
+    """``build_sst`` with ``SST_PLUS_OPTIONS`` (the options kept on validation); ``overrides`` win."""
+    from avalanche_sst.strategies import SST_PLUS_OPTIONS
+
+    return build_sst(ctx, **{**SST_PLUS_OPTIONS, **overrides})
+
+
+def _save(strategy):
+    return strategy.state_dict()
+
+
+def _load(strategy, state, done_exps):
+    strategy.load_state_dict(state)
+
+
 register(Method("sst", build_sst, "the SST framework: multi-step SST + diverse re-init + AOD + MSL (Lee & Kim 2023)",
-                lambda strategy: strategy.state_dict(),
-                lambda strategy, state, done_exps: strategy.load_state_dict(state),
-                accepted=_sst_arguments))
+                _save, _load, accepted=_sst_arguments))
+register(Method("sst_plus", build_sst_plus, "the SST framework with the options beyond the paper kept on the "
+                "validation slices (SST_PLUS_OPTIONS: proximal SST step, per-layer re-init range)",
+                _save, _load, accepted=_sst_arguments))

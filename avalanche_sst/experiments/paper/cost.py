@@ -41,6 +41,9 @@ def _method_units(method: str, preset: Preset, parts: list[float], valid: list[f
     from avalanche_sst.experiments.methods import parse_variant
 
     base, kw = parse_variant(method)
+    if kw.get("budget") == "sst":  # a baseline given the framework's cost, step by step
+        return _method_units("sst", preset, parts, valid, test)
+    base = "sst" if base == "sst_plus" else base  # the same phases, other options
     p = preset
     units = 0.0
     last = len(parts) - 1

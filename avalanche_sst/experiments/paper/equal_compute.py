@@ -78,11 +78,11 @@ def per_seed(rows: Sequence[dict], field: str, scale: float = 1.0) -> dict[tuple
     return out
 
 
-def _stats(values: dict[tuple[str, int], dict[int, float]]) -> dict[tuple[str, int], tuple[float, float, int]]:
+def seed_stats(values: dict[tuple[str, int], dict[int, float]]) -> dict[tuple[str, int], tuple[float, float, int]]:
     return {k: (*mean_std(list(v.values())), len(v)) for k, v in values.items()}
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(b) + " |" for b in body)]
 
 
@@ -113,13 +113,15 @@ def verdicts(framework: str, baseline: str, steps: Sequence[int], acc: dict, p_v
     return out
 
 
-def equal_compute_section(sweep_dirs: Sequence[str | Path], framework: str = "sst", reference: str = "finetune",
+def equal_compute_section(sweep_dirs: Sequence[str | Path], framework: str | Sequence[str] = "sst",
+                          reference: str = "finetune",
                           matched: str = "finetune:budget=sst", baselines: Optional[Sequence[str]] = None,
                           steps: Sequence[int] = (2, 3, 4), aim_points: float = 1.0,
                           heading: str = HEADING) -> str:
     """The Markdown section from the sweeps' runs (see the module docstring).
 
-    :param framework: the method compared with the others.
+    :param framework: the method compared with the others, or several (e.g. ``("sst", "sst_plus")``): each
+        is tested against every baseline, and the cost ratio is the first one's.
     :param reference: the plain fine-tuning the cost ratio is taken against.
     :param matched: the compute-matched fine-tuning the issue's aim names.
     :param baselines: the methods tested against the framework (default: every other method, in file order).
@@ -127,15 +129,18 @@ def equal_compute_section(sweep_dirs: Sequence[str | Path], framework: str = "ss
     """
     rows = load_sweeps(sweep_dirs)
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    if framework not in methods:
-        raise ValueError(f"the runs hold no method {framework!r} (framework=); they hold {methods}")
-    baselines = [m for m in methods if m != framework] if baselines is None else list(baselines)
+    frameworks = [framework] if isinstance(framework, str) else list(framework)
+    missing = [f for f in frameworks if f not in methods]
+    if not frameworks or missing:
+        raise ValueError(f"the runs hold no method {missing or frameworks!r} (framework=); they hold {methods}")
+    framework = frameworks[0]
+    baselines = [m for m in methods if m not in frameworks] if baselines is None else list(baselines)
     unknown = [m for m in baselines if m not in methods]
     if unknown:
         raise ValueError(f"baselines {unknown} are not in the runs; they hold {methods}")
-    order = [framework, *baselines]
+    order = [*frameworks, *baselines]
     acc_seed = per_seed(rows, "top1", 100.0)
-    acc = _stats(acc_seed)
+    acc = seed_stats(acc_seed)
     n_steps = max(r["step"] for r in rows)
     seeds = sorted({r["seed"] for r in rows})
     sources = ", ".join(f"`{Path(d).as_posix()}/runs.csv`" for d in sweep_dirs)
@@ -143,10 +148,10 @@ def equal_compute_section(sweep_dirs: Sequence[str | Path], framework: str = "ss
              f"Generated from {sources} by `avalanche_sst.experiments.paper.equal_compute`; do not edit by hand. "
              f"Top-1 % on the whole test set after each step, mean ± std (sample std) over seeds {seeds}. "
              f"Methods named `<method>:budget=...` are given the framework's training cost step by step.", ""]
-    lines += _table(["method", *(f"step {s}" for s in range(1, n_steps + 1))],
+    lines += markdown_table(["method", *(f"step {s}" for s in range(1, n_steps + 1))],
                     [[f"`{m}`", *(f"{acc[m, s][0]:.2f} ± {acc[m, s][1]:.2f}" if (m, s) in acc else ""
                                   for s in range(1, n_steps + 1))] for m in order])
-    cost = _stats(per_seed(rows, "cost"))
+    cost = seed_stats(per_seed(rows, "cost"))
     if cost:
         lines += ["", "Training cost of each step in thousand sample-passes (one forward and backward of one "
                   "sample is 1, a forward alone 1/3; as the sweep's `table.md`), mean over seeds:", ""]
@@ -157,26 +162,26 @@ def equal_compute_section(sweep_dirs: Sequence[str | Path], framework: str = "ss
                          *(f"{cost[framework, s][0] / cost[reference, s][0]:.2f}"
                            if (framework, s) in cost and cost.get((reference, s), (0,))[0] > 0 else ""
                            for s in range(1, n_steps + 1))])
-        lines += _table(["method", *(f"step {s}" for s in range(1, n_steps + 1))], body)
+        lines += markdown_table(["method", *(f"step {s}" for s in range(1, n_steps + 1))], body)
     else:
         lines += ["", "The runs record no `cost` column, so the costs are not compared here."]
     p_value = seed_test(acc, acc_seed)
-    lines += ["", f"`{framework}` minus each baseline (points), with the two-sided p-value of a paired t-test "
-              f"over the seeds (significant: p < {ALPHA:g}):", ""]
-    body = []
-    for b in baselines:
-        cells = []
-        for s in steps:
-            if (framework, s) not in acc or (b, s) not in acc:
-                cells.append("")
-                continue
-            diff = acc[framework, s][0] - acc[b, s][0]
-            p = p_value((framework, s), (b, s)) if p_value is not None else None
-            cells.append(f"{diff:+.2f} (p = {p:.2g})" if p is not None and p == p else f"{diff:+.2f} (p n/a)")
-        body.append([f"`{b}`", *cells])
-    lines += _table(["baseline", *(f"step {s}" for s in steps)], body)
-    lines += ["", what_held(framework, baselines, steps, acc, p_value, aim_points, matched)]
+    for tested in frameworks:
+        lines += ["", f"`{tested}` minus each baseline (points), with the two-sided p-value of a paired t-test "
+                  f"over the seeds (significant: p < {ALPHA:g}):", ""]
+        lines += markdown_table(["baseline", *(f"step {s}" for s in steps)],
+                        [[f"`{b}`", *(difference_cell(tested, b, s, acc, p_value) for s in steps)] for b in baselines])
+        lines += ["", what_held(tested, baselines, steps, acc, p_value, aim_points, matched)]
     return "\n".join(lines) + "\n"
+
+
+def difference_cell(a: str, b: str, step: int, acc: dict, p_value) -> str:
+    """``"+1.23 (p = 0.045)"``: mean of ``a`` minus mean of ``b`` at ``step`` and the paired test's p."""
+    if (a, step) not in acc or (b, step) not in acc:
+        return ""
+    diff = acc[a, step][0] - acc[b, step][0]
+    p = p_value((a, step), (b, step)) if p_value is not None else None
+    return f"{diff:+.2f} (p = {p:.2g})" if p is not None and p == p else f"{diff:+.2f} (p n/a)"
 
 
 def what_held(framework: str, baselines: Sequence[str], steps: Sequence[int], acc: dict, p_value,
@@ -214,29 +219,38 @@ def plot_accuracy_vs_cost(sweep_dirs: Sequence[str | Path], path: str | Path,
     """Accuracy after each step against the cost spent so far (cumulative, mean over seeds), one line per
     method; False (and no file) when the runs record no cost."""
     rows = load_sweeps(sweep_dirs)
-    cost, acc = _stats(per_seed(rows, "cost")), _stats(per_seed(rows, "top1", 100.0))
+    cost, acc = seed_stats(per_seed(rows, "cost")), seed_stats(per_seed(rows, "top1", 100.0))
     if not cost:
         return False
+    lines = {}
+    for m in methods or list(dict.fromkeys(r["method"] for r in rows)):
+        steps = sorted(s for (name, s) in acc if name == m and (m, s) in cost)
+        xs = [sum(cost[m, k][0] for k in steps[:i + 1]) for i in range(len(steps))]
+        lines[m] = (xs, [acc[m, s][0] for s in steps], [acc[m, s][1] for s in steps])
+    plot_lines(lines, path, "training cost so far (sample-passes)", "Top-1 accuracy on the test set (%)")
+    return True
+
+
+def plot_lines(lines: dict, path: str | Path, xlabel: str, ylabel: str, log_x: bool = False) -> None:
+    """One line with error bars per ``{label: (xs, means, stds)}``, saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for m in methods or list(dict.fromkeys(r["method"] for r in rows)):
-        steps = sorted(s for (name, s) in acc if name == m and (m, s) in cost)
-        xs = [sum(cost[m, k][0] for k in steps[:i + 1]) for i in range(len(steps))]
-        ax.errorbar(xs, [acc[m, s][0] for s in steps], yerr=[acc[m, s][1] for s in steps], marker="o",
-                    capsize=3, label=m)
-    ax.set_xlabel("training cost so far (sample-passes)")
-    ax.set_ylabel("Top-1 accuracy on the test set (%)")
+    for label, (xs, means, stds) in lines.items():
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return True
 
 
 def write_equal_compute(sweep_dirs: Sequence[str | Path], out: str | Path, figure: Optional[str | Path] = None,
