@@ -48,17 +48,17 @@ def _with_step_means(acc_seed: dict, steps: Sequence[int]) -> dict:
     return out
 
 
-def option_effects(sweep_dirs: Sequence[str | Path], reference: str = "sst",
-                   steps: Sequence[int] = (2, 3, 4)) -> list[OptionEffect]:
-    """Every other method of the sweeps against ``reference``, in file order."""
-    rows = load_sweeps(sweep_dirs)
+def _scores(rows: Sequence[dict], reference: str, steps: Sequence[int]):
+    """``(methods, acc, p_value)`` of the runs, with each seed's mean over ``steps`` as the step ``MEAN``."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     if reference not in methods:
         raise ValueError(f"the runs hold no method {reference!r} (reference=); they hold {methods}")
     acc_seed = _with_step_means(per_seed(rows, "top1", 100.0), steps)
     acc = seed_stats(acc_seed)
-    p_value = seed_test(acc, acc_seed)
+    return methods, acc, seed_test(acc, acc_seed)
 
+
+def _effects(methods, acc, p_value, reference: str, steps: Sequence[int]) -> list[OptionEffect]:
     def compare(method, step):
         if (method, step) not in acc or (reference, step) not in acc:
             return float("nan"), float("nan")
@@ -74,6 +74,12 @@ def option_effects(sweep_dirs: Sequence[str | Path], reference: str = "sst",
     return effects
 
 
+def option_effects(sweep_dirs: Sequence[str | Path], reference: str = "sst",
+                   steps: Sequence[int] = (2, 3, 4)) -> list[OptionEffect]:
+    """Every other method of the sweeps against ``reference``, in file order."""
+    return _effects(*_scores(load_sweeps(sweep_dirs), reference, steps), reference, steps)
+
+
 def helpful_options(effects: Sequence[OptionEffect], reference: str = "sst") -> list[str]:
     """The variants of ``reference`` (``<reference>:<option>=<value>``) kept for ``sst_plus``: those whose mean
     effect over the compared steps is above 0. Other methods in the sweep (e.g. a baseline) are never kept."""
@@ -84,14 +90,11 @@ def option_ablation_section(sweep_dirs: Sequence[str | Path], reference: str = "
                             steps: Sequence[int] = (2, 3, 4), heading: str = HEADING) -> str:
     """Markdown: the validation accuracy of every method, and each option's effect with its p-values."""
     rows = load_sweeps(sweep_dirs)
-    acc_seed = _with_step_means(per_seed(rows, "top1", 100.0), steps)
-    acc = seed_stats(acc_seed)
-    p_value = seed_test(acc, acc_seed)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods, acc, p_value = _scores(rows, reference, steps)
     n_steps = max(r["step"] for r in rows)
     seeds = sorted({r["seed"] for r in rows})
     sources = ", ".join(f"`{Path(d).as_posix()}/runs.csv`" for d in sweep_dirs)
-    effects = option_effects(sweep_dirs, reference, steps)
+    effects = _effects(methods, acc, p_value, reference, steps)
     kept = helpful_options(effects, reference)
     mean_label = f"mean of steps {', '.join(map(str, steps))}"
     lines = [heading, "",
