@@ -220,7 +220,12 @@ class QuantizedMultiTaskModel(MultiTaskModule):
     def _slot(self, task: int) -> _TaskSlot:
         if str(int(task)) not in self.tasks:
             raise ValueError(f"task label {task} was never trained (trained: {self.trained_tasks}); "
-                             f"Ada-QPacknet evaluates only tasks it has learnt")
+                             f"Ada-QPacknet evaluates only tasks it has learnt. If your loop evaluates tasks "
+                             f"before they are trained (periodic evaluation with eval_every, Avalanche's "
+                             f"EarlyStoppingPlugin, a whole test stream after every step), build it with "
+                             f'unseen_tasks="zeros" (AdaQPackNet(..., unseen_tasks="zeros") or '
+                             f'QuantizedMultiTaskModel(net, unseen_tasks="zeros")): untrained tasks then get '
+                             f"all-zero logits")
         return self.tasks[str(int(task))]
 
     def task_bits(self, task: int) -> int:
