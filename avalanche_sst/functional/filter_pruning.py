@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, Subset
 
+from avalanche_sst.metrics.validation import validation_data
 from avalanche_sst.models.introspection import capture_block_outputs
 from avalanche_sst.models.resnet_cifar import LayerWidths, WideResNet
 from avalanche_sst.models.student import residual_groups
@@ -34,9 +37,11 @@ __all__ = [
     "check_threshold",
     "kept_filters",
     "kept_width",
+    "check_image_batch",
     "measure_zero_fractions",
     "prunable_counts",
     "prune_plan",
+    "pruning_batch",
     "zero_fractions",
 ]
 
@@ -145,9 +150,69 @@ def _stem_joins_group1(model: nn.Module) -> bool:
     return first.equal_in_out if isinstance(model, WideResNet) else isinstance(first.shortcut, nn.Identity)
 
 
-def prune_plan(teacher: nn.Module, images: torch.Tensor, threshold: float = 1.0) -> PrunePlan:
+#: |pixel| above this in a float batch means raw 0-255 values: normalised images
+#: stay within a few units (Fashion-MNIST: -0.81..2.02, CIFAR: about -2..2.8).
+RAW_PIXEL_BOUND = 20.0
+#: M of sec. 3 when prune_plan is given a dataset or an experience.
+DEFAULT_PRUNE_IMAGES = 128
+
+_HOW = ("pass the experience or dataset itself, prune_plan(teacher, benchmark.train_stream[0]), which "
+        "collates M images with the dataset's own collate_fn (normalisation, augmentation off), or a batch "
+        "made by that collate_fn: DataLoader(ds, batch_size=128, collate_fn=ds.collate_fn)")
+
+
+def check_image_batch(images: torch.Tensor) -> torch.Tensor:
+    """A float ``[M, C, H, W]`` batch of normalised images, or a ValueError saying how to get one.
+
+    A plain ``DataLoader(exp.dataset)`` skips the benchmark's collate_fn and
+    yields uint8 pixels; ``.float()`` on those runs but plans other widths.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"prune_plan: images must be a float batch [M, C, H, W], a dataset or an "
+                         f"experience, got {shape}; {_HOW}")
+    if not images.is_floating_point():
+        raise ValueError(f"prune_plan: images is a {images.dtype} batch of raw pixels, but the teacher "
+                         f"was trained on normalised float images; {_HOW}")
+    peak = float(images.detach().abs().max()) if images.numel() else 0.0
+    if peak > RAW_PIXEL_BOUND:
+        raise ValueError(f"prune_plan: images reach |x| = {peak:g}, raw 0-255 pixels cast to float "
+                         f"(normalised images stay below {RAW_PIXEL_BOUND:g}); the zero fractions and "
+                         f"widths would be those of other inputs than the teacher sees; {_HOW}")
+    return images
+
+
+def pruning_batch(data, num_images: int = DEFAULT_PRUNE_IMAGES, seed: int = 0) -> torch.Tensor:
+    """The M images of sec. 3 from an experience or dataset, as the teacher sees them in evaluation.
+
+    A seeded random choice of ``num_images`` items, collated by the dataset's
+    own collate_fn (normalisation) with its batched augmentation off; the same
+    batch :class:`~avalanche_sst.strategies.edge.EdgeStrategy` prunes with.
+    """
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be a positive int (M, the batch of sec. 3), got {num_images!r}")
+    experience = data if hasattr(data, "current_experience") else SimpleNamespace(dataset=data)
+    if not hasattr(experience.dataset, "eval"):  # a plain torch dataset: its own collate, if any
+        chosen = experience.dataset
+    else:
+        chosen = validation_data(experience)
+    if len(chosen) == 0:
+        raise ValueError("prune_plan: the dataset is empty")
+    generator = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(len(chosen), generator=generator)[:num_images].tolist()
+    loader = DataLoader(Subset(chosen, picked), batch_size=len(picked),
+                        collate_fn=getattr(chosen, "collate_fn", None))
+    return next(iter(loader))[0]
+
+
+def prune_plan(teacher: nn.Module, images, threshold: float = 1.0, num_images: int = DEFAULT_PRUNE_IMAGES,
+               seed: int = 0) -> PrunePlan:
     """Sec. 3 on one batch: widths of the one-block-per-group student and the kept filters.
 
+    ``images``: a normalised float batch ``[M, C, H, W]`` (checked by
+    :func:`check_image_batch`), or an Avalanche experience or dataset, of
+    which :func:`pruning_batch` takes ``num_images`` images (chosen with
+    ``seed``) through the dataset's own collate_fn.
     A group's width is the largest rule width among the tensors summed into
     its residual stream (every block's output, and the stem's when the first
     block has an identity shortcut); its kept filters have the lowest zero
@@ -155,7 +220,11 @@ def prune_plan(teacher: nn.Module, images: torch.Tensor, threshold: float = 1.0)
     its last block, the one the student keeps.
     """
     check_threshold(threshold)
-    fractions = measure_zero_fractions(teacher, images)
+    if not isinstance(images, torch.Tensor):
+        images = pruning_batch(images, num_images, seed)
+    images = check_image_batch(images)
+    device = next(teacher.parameters()).device
+    fractions = measure_zero_fractions(teacher, images.to(device))
     rule = {k: kept_width(f, threshold) for k, f in fractions.items()}
     groups = residual_groups(teacher, "filter pruning")
     kept: dict[str, list[int]] = {}
