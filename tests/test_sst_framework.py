@@ -185,7 +185,7 @@ def test_reinit_changes_exactly_the_useless_factors_into_the_range():
     n = sum(f.bn.weight.numel() for f in scaling_factors(model))
     values = torch.linspace(0.0, 1.0, n)[torch.randperm(n, generator=torch.Generator().manual_seed(3))]
     factors = set_gammas(model, values)
-    plugin = ReinitPlugin(target_ratio=0.3, margin=0.1, seed=7)
+    plugin = ReinitPlugin(target_ratio=0.3, margin=0.1, seed=7, only_freed=False)  # eq. 4 as written
     strategy = fake_strategy(model)
     plugin.before_training_exp(strategy)  # experience 0: trained from scratch, left alone
     assert torch.equal(torch.cat([f.bn.weight.detach() for f in factors]), values)

@@ -12,19 +12,27 @@ base sparsity training (BST) of Network Slimming, for the ablation.
 
 Defaults: the paper trains 300 epochs with a small lambda; our CPU presets
 run a few epochs, so ``lam`` is larger (see ``DEFAULT_LAM``) so that the
-Target_r fraction actually reaches ``zero_tol`` within the phase.
+Target_r fraction actually reaches ``zero_tol`` within the phase. A phase that
+ends short of it (a few dozen iterations are not enough) warns once, with the
+numbers and the fix; composed with EWC, a learning rate at which SGD cannot
+converge on EWC's penalty is refused before the step trains
+(:func:`~avalanche_sst.plugins.guard.check_ewc_step_size`).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from avalanche.core import SupervisedPlugin
 
 from avalanche_sst.metrics.logging import log_histogram, log_scalar
 from avalanche_sst.models import require_scaling_factors
+from avalanche_sst.plugins.guard import check_ewc_step_size
 from avalanche_sst.functional.sparsity import (
     DEFAULT_CUT_FRACTION,
     DEFAULT_TARGET_RATIO,
+    count_at_or_below,
     cut_epoch,
     early_switch_reached,
     fraction_at_or_below,
@@ -85,6 +93,8 @@ class SSTPlugin(SupervisedPlugin):
         self.sp_ratio = 1.0
         self.switched = False
         self._cut = 1.0
+        self.reached_target: bool | None = None  # did the last phase free Target_r * N factors?
+        self._warned_short = False
 
     def gammas(self) -> list[torch.Tensor]:
         return [f.bn.weight for f in self.factors]
@@ -96,6 +106,8 @@ class SSTPlugin(SupervisedPlugin):
 
     def before_training_epoch(self, strategy, **kwargs):
         epoch = strategy.clock.train_exp_epochs
+        if epoch == 0:  # after every before_training_exp: the lr the step starts with is set
+            check_ewc_step_size(strategy, "SSTPlugin")
         gammas = [g.detach() for g in self.gammas()]
         if not self.switched and early_switch_reached(self.target_ratio, gammas, self.zero_tol):
             self.switched = True  # latched: SP_r never climbs back within the phase
@@ -138,3 +150,21 @@ class SSTPlugin(SupervisedPlugin):
         gammas = [g.detach() for g in self.gammas()]
         log_scalar(strategy, f"{self.log_prefix}/final_fraction_at_zero", fraction_at_or_below(gammas, self.zero_tol))
         log_histogram(strategy, f"{self.log_prefix}/abs_gamma", torch.cat([g.abs().flatten() for g in gammas]))
+        n = sum(g.numel() for g in gammas)
+        freed, target = count_at_or_below(gammas, self.zero_tol), num_selected(self.target_ratio, n)
+        self.reached_target = freed >= target
+        log_scalar(strategy, f"{self.log_prefix}/target_reached", float(self.reached_target))
+        if not self.reached_target and not self._warned_short:
+            self._warned_short = True
+            kth = float(torch.cat([g.abs().flatten() for g in gammas]).sort().values[max(target - 1, 0)])
+            iterations = getattr(strategy.clock, "train_exp_iterations", None)
+            warnings.warn(
+                f"{type(self).__name__}: the sparsity phase of experience {strategy.clock.train_exp_counter} "
+                f"ended with {freed} of {n} scaling factors at |gamma| <= zero_tol={self.zero_tol:g}, short of "
+                f"Target_r * N = {target} (target_ratio={self.target_ratio:g}; the {target}-th smallest |gamma| "
+                f"is {kth:.3g}) after {iterations} iterations: the filters were not freed. Train the phase "
+                f"longer (lam={self.lam:g} needs a few hundred iterations), or raise lam; "
+                f"a ReinitPlugin re-initialises only the factors that reached zero_tol unless only_freed=False. "
+                f"(Warned once; {self.log_prefix}/target_reached logs every phase.)",
+                stacklevel=2,
+            )
