@@ -18,6 +18,7 @@ import json
 import re
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -33,7 +34,10 @@ from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS, PRESETS, Preset
 from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
+from avalanche_sst.experiments.run_lock import run_lock
 from avalanche_sst.metrics.cost import CostMeter
+from avalanche_sst.metrics.logging import LearningRateLogger
+from avalanche_sst.metrics.resume import load_metric_state_dict, log_sizes, metric_state_dict
 from avalanche_sst.metrics.scores import StepInfo, step_scores
 from avalanche_sst.plugins.precision import keep_freed_memory
 
@@ -139,6 +143,13 @@ def run_one(
     extra_plugins: Sequence = (),
     log: Callable[[str], None] = print,
 ) -> RunResult:
+    """Train (or resume, or reuse) one run, holding its folder's lock (one writer per run)."""
+    with run_lock(_run_dir(out, method_name, seed), log, f"[{method_name} seed {seed}]"), ExitStack() as cleanup:
+        return _run_one_locked(preset, method_name, seed, benchmark, out, extra_plugins, log, cleanup)
+
+
+def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out: Path,
+                    extra_plugins: Sequence, log: Callable[[str], None], cleanup: ExitStack) -> RunResult:
     run_dir = _run_dir(out, method_name, seed)
     done_file = run_dir / "done.json"
     settings = run_settings(preset, method_name)
@@ -155,10 +166,19 @@ def run_one(
     device = torch.device(preset.device)
     model = build_model(preset, benchmark, seed)
     meter = CostMeter()
-    ctx = StrategyContext(model=model, config=preset, evaluator=make_evaluator(run_dir), device=device,
-                          plugins=[*extra_plugins, meter], valid_stream=getattr(benchmark, "valid_stream", None),
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path)
+    if state is not None:  # checked before the loggers open their files: a resume continues them
+        check_same_settings(ckpt_path, json.loads(state["settings"]) if "settings" in state else None, settings)
+    evaluator = make_evaluator(run_dir, resume_logs=(state or {}).get("evaluator", {}).get("logs"))
+    ctx = StrategyContext(model=model, config=preset, evaluator=evaluator, device=device,
+                          plugins=[*extra_plugins, meter, LearningRateLogger()],
+                          valid_stream=getattr(benchmark, "valid_stream", None),
                           benchmark=benchmark, seed=seed, cache_dir=out / "_cache")
     strategy = method.build(ctx)
+    # Also when interrupted: closing flushes what an unfinished step logged now, so a resume
+    # (even in this process) cuts it off and no writer left behind appends after that.
+    cleanup.callback(_close_loggers, strategy)
     train_stream = list(benchmark.train_stream)
     scored = eval_stream(preset, benchmark)
     test_sizes = [len(exp.dataset) for exp in scored]
@@ -166,10 +186,7 @@ def run_one(
     scores: list[dict] = []
     seconds = 0.0
     start_step = 0
-    ckpt_path = run_dir / "checkpoint.pt"
-    state = load_checkpoint(ckpt_path)
     if state is not None:
-        check_same_settings(ckpt_path, json.loads(state["settings"]) if "settings" in state else None, settings)
         start_step = int(state["step"])
         scores = [dict(s) for s in state["scores"]]
         seconds = float(state["seconds"])
@@ -182,6 +199,8 @@ def run_one(
         # The clock's counters too: some plugins (e.g. Avalanche's RWalk) count global iterations.
         for name, value in state.get("clock", {"train_exp_counter": start_step}).items():
             setattr(strategy.clock, name, int(value))
+        if "evaluator" in state:  # forgetting's first accuracies, the last trained experience
+            load_metric_state_dict(strategy.evaluator, state["evaluator"]["metrics"])
         log(f"[{method_name} seed {seed}] resuming after step {start_step}")
 
     for step in range(start_step, len(train_stream)):
@@ -201,6 +220,7 @@ def run_one(
             "method": method.state_dict(strategy),
             "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
             "cost": meter.state_dict(),
+            "evaluator": evaluator_checkpoint(strategy.evaluator),
             "settings": json.dumps(settings),
         })
         primary = next(iter(scores[-1]))
@@ -221,6 +241,11 @@ def run_one(
                                      "costs": costs, "report": report,
                                      "settings": settings}))
     return result
+
+
+def evaluator_checkpoint(evaluator) -> dict:
+    """The evaluator's part of a checkpoint: its metrics' memory and its log files' lengths."""
+    return {"metrics": metric_state_dict(evaluator), "logs": log_sizes(evaluator)}
 
 
 def run_settings(preset: Preset, method_name: str) -> dict:

@@ -1,0 +1,108 @@
+"""A sweep interrupted after step 3 and rerun gives what an uninterrupted run gives: every column
+of runs.csv, the scores table, Avalanche's CSV logs and the TensorBoard scalars (by tag and step),
+in-process (KeyboardInterrupt inside step 4) and through the command line (SIGINT to a subprocess)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+
+from avalanche_sst.experiments.presets import Preset
+from avalanche_sst.experiments.sweep import run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERRUPTED_STEP = 3  # 0-based experience index: the fourth step is cut short
+
+
+def split_preset(**changes) -> Preset:
+    """Class-incremental, 5 steps of 2 classes, one epoch each: forgetting is large and
+    read from the evaluator's memory of each step's first accuracy."""
+    base = Preset(name="resume", scenario="class_incremental", scenario_kwargs={"classes_per_step": 2},
+                  model="resnet8-w4", methods=("finetune",), seeds=(0,), batch_size=16, eval_batch_size=64,
+                  epochs_scratch=1, epochs_finetune=1, lr_finetune=0.1, validation_fraction=0.0,
+                  num_threads=1)
+    return base.replace(**changes)
+
+
+def split_data(make_images):
+    return make_images(12, seed=0, classes=10), make_images(6, seed=1, classes=10)
+
+
+class InterruptInStep(SupervisedPlugin):
+    """Ctrl-C at the end of one step's training: its epoch scalars and CSV rows are written,
+    its checkpoint is not."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def after_training_exp(self, strategy, **kwargs):
+        if strategy.experience.current_experience == self.step:
+            raise KeyboardInterrupt
+
+
+def read_rows(path: Path, drop=()) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+
+
+def tb_scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: sorted((e.step, e.value) for e in acc.Scalars(tag)) for tag in acc.Tags()["scalars"]}
+
+
+def assert_same_outputs(out: Path, fresh: Path, method: str = "finetune") -> None:
+    """Everything but wall-clock seconds is identical; no TensorBoard (tag, step) appears twice."""
+    assert read_rows(out / "runs.csv", drop=("seconds",)) == read_rows(fresh / "runs.csv", drop=("seconds",))
+    assert (out / "table.csv").read_text() == (fresh / "table.csv").read_text()
+    run, ref = out / method / "seed0", fresh / method / "seed0"
+    assert (run / "steps.csv").read_text() == (ref / "steps.csv").read_text()
+    for name in ("eval_results.csv", "training_results.csv"):
+        assert (run / "csv" / name).read_text() == (ref / "csv" / name).read_text(), name
+    got, want = tb_scalars(run / "tb"), tb_scalars(ref / "tb")
+    for tag, events in got.items():
+        steps = Counter(step for step, _ in events)
+        assert max(steps.values()) == 1, (tag, [s for s, n in steps.items() if n > 1])
+    assert sorted(got) == sorted(want)
+    for tag in want:
+        assert got[tag] == want[tag], tag
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, make_data):
+    out = tmp_path_factory.mktemp("straight")
+    data = split_data(make_data)
+    results = run_sweep(split_preset(), out, data=data, log=lambda s: None)
+    return dict(out=out, data=data, results=results)
+
+
+def test_uninterrupted_run_forgets(uninterrupted):
+    """The comparison below is informative: forgetting is large after the last step."""
+    rows = read_rows(uninterrupted["out"] / "runs.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert float(rows[-1]["forgetting"]) > 0.05 and float(rows[3]["forgetting"]) > 0.05
+
+
+def test_in_process_interruption_resumes_every_score_and_log(tmp_path, uninterrupted):
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(split_preset(), out, data=uninterrupted["data"], log=lambda s: None,
+                  extra_plugins=lambda m, s: [InterruptInStep(INTERRUPTED_STEP)])
+    state = torch.load(out / "finetune" / "seed0" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == INTERRUPTED_STEP
+    logs: list[str] = []
+    run_sweep(split_preset(), out, data=uninterrupted["data"], log=logs.append)
+    assert f"[finetune seed 0] resuming after step {INTERRUPTED_STEP}" in logs
+    assert_same_outputs(out, uninterrupted["out"])
