@@ -97,11 +97,15 @@ def test_uninterrupted_run_forgets(uninterrupted):
 
 def test_in_process_interruption_resumes_every_score_and_log(tmp_path, uninterrupted):
     out = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(split_preset(), out, data=uninterrupted["data"], log=lambda s: None,
-                  extra_plugins=lambda m, s: [InterruptInStep(INTERRUPTED_STEP)])
-    state = torch.load(out / "finetune" / "seed0" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == INTERRUPTED_STEP
+    # Twice: the second attempt resumes and is cut short in the same step, so its own
+    # event file is newer than the checkpoint and must go too.
+    for attempt in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(split_preset(), out, data=uninterrupted["data"], log=lambda s: None,
+                      extra_plugins=lambda m, s: [InterruptInStep(INTERRUPTED_STEP)])
+        state = torch.load(out / "finetune" / "seed0" / "checkpoint.pt", weights_only=True)
+        assert state["step"] == INTERRUPTED_STEP
+        assert len(list((out / "finetune" / "seed0" / "tb").iterdir())) == attempt + 1
     logs: list[str] = []
     run_sweep(split_preset(), out, data=uninterrupted["data"], log=logs.append)
     assert f"[finetune seed 0] resuming after step {INTERRUPTED_STEP}" in logs
