@@ -16,25 +16,24 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 
-from avalanche_sst.experiments.presets import Preset
+from sweep_cli_helper import PAUSE_ENV, split_data
+
+from avalanche_sst.experiments.presets import get_preset
 from avalanche_sst.experiments.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPTED_STEP = 3  # 0-based experience index: the fourth step is cut short
+# The README's split_quick sweep (class-incremental, 5 steps of 2 classes), shrunk: a tiny
+# model, one epoch per step, all of the (generated) data. Forgetting is read from the
+# evaluator's memory of each step's first accuracy.
+SETTINGS = ["model=resnet8-w4", "batch_size=16", "eval_batch_size=64", "epochs_scratch=1", "epochs_finetune=1",
+            "validation_fraction=0", "train_fraction=1", "test_fraction=1", "num_threads=1"]
+CLI = ["--preset", "split_quick", "--methods", "finetune", "--workers", "1", "--set", *SETTINGS]
 
 
-def split_preset(**changes) -> Preset:
-    """Class-incremental, 5 steps of 2 classes, one epoch each: forgetting is large and
-    read from the evaluator's memory of each step's first accuracy."""
-    base = Preset(name="resume", scenario="class_incremental", scenario_kwargs={"classes_per_step": 2},
-                  model="resnet8-w4", methods=("finetune",), seeds=(0,), batch_size=16, eval_batch_size=64,
-                  epochs_scratch=1, epochs_finetune=1, lr_finetune=0.1, validation_fraction=0.0,
-                  num_threads=1)
-    return base.replace(**changes)
-
-
-def split_data(make_images):
-    return make_images(12, seed=0, classes=10), make_images(6, seed=1, classes=10)
+def split_preset():
+    """What the command line ``CLI`` runs."""
+    return get_preset("split_quick").replace(methods=("finetune",)).with_settings(SETTINGS)
 
 
 class InterruptInStep(SupervisedPlugin):
@@ -81,9 +80,9 @@ def assert_same_outputs(out: Path, fresh: Path, method: str = "finetune") -> Non
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, make_data):
+def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
-    data = split_data(make_data)
+    data = split_data()
     results = run_sweep(split_preset(), out, data=data, log=lambda s: None)
     return dict(out=out, data=data, results=results)
 
@@ -109,4 +108,41 @@ def test_in_process_interruption_resumes_every_score_and_log(tmp_path, uninterru
     logs: list[str] = []
     run_sweep(split_preset(), out, data=uninterrupted["data"], log=logs.append)
     assert f"[finetune seed 0] resuming after step {INTERRUPTED_STEP}" in logs
+    assert_same_outputs(out, uninterrupted["out"])
+
+
+def sweep_command(out: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "tests" / "sweep_cli_helper.py"), "--out", str(out), *CLI]
+
+
+def test_sigint_to_the_command_then_the_same_command_resumes(tmp_path, uninterrupted):
+    out = tmp_path / "cli"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", PAUSE_ENV: str(INTERRUPTED_STEP)}
+    proc = subprocess.Popen(sweep_command(out), cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == "PAUSED":
+                break
+        assert lines and lines[-1].strip() == "PAUSED", "".join(lines) + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: every finished step is saved; resume with the same command: python "
+                           "experiments/sweep.py --out"), last
+    state = torch.load(out / "finetune" / "seed0" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == INTERRUPTED_STEP
+
+    env.pop(PAUSE_ENV)
+    again = subprocess.run(sweep_command(out), cwd=ROOT, env=env, text=True, capture_output=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"[finetune seed 0] resuming after step {INTERRUPTED_STEP}" in again.stdout
     assert_same_outputs(out, uninterrupted["out"])

@@ -30,7 +30,7 @@ from avalanche_sst.benchmarks import stratified_split
 from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_sst.experiments.methods import Method, StrategyContext, check_setting, get_method, parse_variant
-from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS, PRESETS, Preset, get_preset
+from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS, PRESETS, Preset, get_preset, validate_preset
 from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
@@ -340,6 +340,7 @@ def run_sweep(
     from avalanche_sst.experiments.progress import ProgressDisplay
     from avalanche_sst.experiments.versions import environment_versions
 
+    validate_preset(preset)  # every field, before any folder, data or worker
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = threads_per_run or preset.num_threads or 1
@@ -403,6 +404,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="set any preset field, e.g. --set ratios=1,2,3,4 label_noise=0.1 scenario=class_incremental")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs that have finished and list the others")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (by default a mistake prints one line)")
     add_executor_arguments(parser)
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
@@ -412,6 +415,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "model": args.model, "dataset": args.dataset, "data_root": args.data_root, "device": args.device,
     }.items() if v is not None}
     preset = preset.replace(**changes).with_settings(args.set)
+    validate_preset(preset)
+    check_methods(preset)
     out = Path(args.out or f"results/{preset.name}")
     command = "python experiments/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.report_only:
