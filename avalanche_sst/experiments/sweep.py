@@ -8,7 +8,9 @@ whole test stream after each step. Each run writes TensorBoard event files and
 CSV logs (Avalanche's loggers) under ``<out>/<method>/seed<k>/``, plus our own
 ``steps.csv`` and a resumable ``checkpoint.pt`` after every finished step;
 rerunning the same command skips finished runs and resumes unfinished ones
-at their last finished step.
+at their last finished step, scores, CSV logs and TensorBoard scalars as if
+uninterrupted (:mod:`avalanche_sst.metrics.resume`). A run holds its folder's
+lock while it runs (:mod:`avalanche_sst.experiments.run_lock`).
 """
 
 from __future__ import annotations

@@ -81,9 +81,8 @@ class StepAxisTensorboardLogger(TensorboardLogger):
 class LearningRateLogger(SupervisedPlugin):
     """Logs ``lr/<phase>`` (the first parameter group's rate) at every training epoch's
     start, at x = cumulative sample-passes: the rate every phase of every method trained
-    with, on one axis. The phase is the ``phase`` of the strategy's phase marker plugin
-    (``MultiStepSST``'s phases), else ``train``. ``propagate_to_phases``: composite
-    strategies hand it to their inner phase strategies, where the epochs run."""
+    with, on one axis (phases named by :func:`phase_name`). ``propagate_to_phases``:
+    composite strategies hand it to their inner phase strategies, where the epochs run."""
 
     propagate_to_phases = True
 
@@ -91,10 +90,9 @@ class LearningRateLogger(SupervisedPlugin):
         optimizer = getattr(strategy, "optimizer", None)
         if optimizer is None or not optimizer.param_groups:
             return
-        phase = next((p.phase for p in strategy.plugins if isinstance(getattr(p, "phase", None), str)), "train")
         cost = cumulative_cost(strategy)
         step = int(round(cost)) if cost is not None else None
-        log_scalar(strategy, f"lr/{phase}", float(optimizer.param_groups[0]["lr"]), step)
+        log_scalar(strategy, f"lr/{phase_name(strategy)}", float(optimizer.param_groups[0]["lr"]), step)
 
 
 def make_evaluator(log_dir: Optional[str | Path] = None, text: bool = False,
@@ -146,6 +144,19 @@ def log_root(strategy):
     while getattr(strategy, "sst_parent", None) is not None:
         strategy = strategy.sst_parent
     return strategy
+
+
+def phase_name(strategy) -> str:
+    """``train`` for a plain strategy; the current phase of a composite one (e.g. ``sst``, ``aod``).
+
+    ``MultiStepSST`` runs each phase as an inner strategy whose ``sst_parent`` is the
+    strategy the sweep built, and records the phases in ``phase_history``.
+    """
+    root = log_root(strategy)
+    if root is not strategy:
+        history = getattr(root, "phase_history", None)
+        return str(history[-1][1]) if history else type(strategy).__name__
+    return "eval" if not getattr(strategy, "is_training", True) else "train"
 
 
 def default_step(strategy) -> int:
