@@ -94,30 +94,146 @@ class Preset:
 
 
 def _parse_field(key: str, text: str, hint):
-    """A command-line value in the type of the preset field ``key``."""
+    """A command-line value in the type of the preset field ``key`` (tuples element by element)."""
     origin = typing.get_origin(hint)
     try:
         if origin is tuple:
-            return tuple(ast.literal_eval(v) if v.strip()[:1].isdigit() or v.strip()[:1] in "-." else v.strip()
-                         for v in text.split(",") if v.strip())
-        if hint is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return text.lower() in ("true", "1")
-        if hint in (int, float):
-            return hint(text)
+            element = typing.get_args(hint)[0]
+            return tuple(_parse_scalar(v.strip(), element) for v in text.split(",") if v.strip())
         if origin is dict or hint is dict:
             value = ast.literal_eval(text)
             if not isinstance(value, dict):
                 raise ValueError
             return value
-        if text.lower() == "none":
-            return None
-        return text
+        return _parse_scalar(text, hint)
     except (ValueError, SyntaxError):
-        raise ValueError(f"--set {key}={text!r}: not a valid {getattr(hint, '__name__', hint)}; "
-                         f"e.g. ratios=1,1,1 or lr_finetune=0.01 or method_kwargs={{'replay': {{'mem_size': 500}}}}"
+        raise ValueError(f"--set {key}={text!r}: not a valid {_type_name(hint)}; e.g. "
+                         f"{_EXAMPLES.get(key, 'ratios=1,1,1 or lr_finetune=0.01')}") from None
+
+
+def _parse_scalar(text: str, hint):
+    if hint is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError
+        return text.lower() in ("true", "1")
+    if hint is int:
+        return int(text)
+    if hint is float:  # "1" stays the int 1, as the presets write whole ratios
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    if text.lower() == "none" and _allows_none(hint):
+        return None
+    return text
+
+
+def _allows_none(hint) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"comma-separated list of {_type_name(typing.get_args(hint)[0])}s"
+    if _allows_none(hint):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return {type(None): "None", dict: "dict"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+_EXAMPLES = {"ratios": "ratios=1,1,1,1", "seeds": "seeds=0,1,2", "methods": "methods=finetune,sst",
+             "method_kwargs": "method_kwargs={'replay': {'mem_size': 500}}",
+             "scenario_kwargs": "scenario_kwargs={'classes_per_step': 2}", "sst_kwargs": "sst_kwargs={'lam': 0.01}"}
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "tiny_imagenet")
+
+# Field -> (holds, what a valid value is). Every field also gets its type checked.
+_RULES: dict[str, tuple[typing.Callable, str]] = {
+    "dataset": (lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
+    "methods": (lambda v: len(v) > 0, "one or more method names (experiments/list_methods.py lists them)"),
+    "ratios": (lambda v: len(v) > 0 and all(r > 0 for r in v), "one or more positive numbers, e.g. 1,1,1,1"),
+    "seeds": (lambda v: len(v) > 0, "one or more ints, e.g. 0,1,2"),
+    "train_fraction": (lambda v: 0 < v <= 1, "in (0, 1]: the share of the training set used (1 = all)"),
+    "test_fraction": (lambda v: 0 < v <= 1, "in (0, 1]: the share of the test set used (1 = all)"),
+    "validation_fraction": (lambda v: 0 <= v < 1, "in [0, 1): the share of each part held out for validation"),
+    "evaluate_on": (lambda v: v in ("test", "valid"), "'test' or 'valid'"),
+    "label_noise": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "eval_batch_size": (lambda v: v >= 1, ">= 1"),
+    "epochs_scratch": (lambda v: v >= 0, ">= 0"),
+    "epochs_finetune": (lambda v: v >= 0, ">= 0"),
+    "sst_epochs": (lambda v: v >= 0, ">= 0"),
+    "aod_epochs": (lambda v: v >= 0, ">= 0"),
+    "lr_scratch": (lambda v: v > 0, "> 0"),
+    "lr_finetune": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "lwf_alpha": (lambda v: v >= 0, ">= 0"),
+    "lwf_temperature": (lambda v: v > 0, "> 0"),
+    "ewc_lambda": (lambda v: v >= 0, ">= 0"),
+    "num_threads": (lambda v: v >= 0, ">= 0 (0: torch's default)"),
+}
+
+# Concrete model names for "did you mean" (models.MODEL_NAMES also lists the patterns).
+_MODEL_EXAMPLES = ("resnet8", "resnet20", "resnet32", "resnet110", "resnet8-w4", "wrn28-10", "mobilenetv2",
+                   "resnet34", "resnet50", "resnet101", "mlp", "mlp-400-400", "cnn", "cnn-8-16")
+
+
+def _has_type(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_has_type(v, typing.get_args(hint)[0]) for v in value)
+    if _allows_none(hint):
+        return value is None or any(_has_type(value, a) for a in typing.get_args(hint) if a is not type(None))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def validate_preset(preset: "Preset") -> None:
+    """Check every field's type and range, the model name, the scenario and the device, before
+    any data is loaded; a ``ValueError`` names the field and a valid value (``--set FIELD=VALUE``)."""
+    hints = typing.get_type_hints(type(preset))
+    for f in dataclasses.fields(preset):
+        value = getattr(preset, f.name)
+        if not _has_type(value, hints[f.name]):
+            raise ValueError(f"preset field {f.name} must be a {_type_name(hints[f.name])}, got {value!r}; "
+                             f"e.g. --set {_EXAMPLES.get(f.name, f'{f.name}=...')}")
+        rule = _RULES.get(f.name)
+        if rule is not None and not rule[0](value):
+            raise ValueError(f"preset field {f.name} must be {rule[1]}, got {value!r}; fix it with --set {f.name}=...")
+    _check_model_name(preset.model)
+    _check_device(preset.device)
+    from avalanche_sst.experiments.scenarios import get_scenario
+
+    get_scenario(preset.scenario)
+
+
+def _check_model_name(name: str) -> None:
+    """Build ``name`` on the meta device (no memory, no time): the model zoo's own parser decides."""
+    import torch
+
+    from avalanche_sst.models import MODEL_NAMES, build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(name, num_classes=10, in_channels=1, image_size=28)
+    except ValueError:
+        near = difflib.get_close_matches(name.strip().lower(), _MODEL_EXAMPLES, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ValueError(f"unknown model {name!r}; {hint}valid names: {', '.join(MODEL_NAMES)}") from None
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r} is not a torch device ({exc}); e.g. --device cpu or --device cuda:0"
                          ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}, but torch sees no CUDA GPU here; use --device cpu")
 
 
 _SPLIT_QUICK = dict(

@@ -23,23 +23,10 @@ from typing import Callable, Optional, TextIO
 
 from avalanche.core import SupervisedPlugin
 
-from avalanche_sst.metrics.logging import log_root
+from avalanche_sst.metrics.logging import log_root, phase_name  # noqa: F401 (phase_name: re-exported)
 
 Event = tuple
 Report = Callable[[Event], None]
-
-
-def phase_name(strategy) -> str:
-    """``train`` for a plain strategy; the current phase of a composite one (e.g. ``sst``, ``aod``).
-
-    ``MultiStepSST`` runs each phase as an inner strategy whose ``sst_parent`` is the
-    strategy the sweep built, and records the phases in ``phase_history``.
-    """
-    root = log_root(strategy)
-    if root is not strategy:
-        history = getattr(root, "phase_history", None)
-        return str(history[-1][1]) if history else type(strategy).__name__
-    return "eval" if not getattr(strategy, "is_training", True) else "train"
 
 
 class ProgressPlugin(SupervisedPlugin):

@@ -8,7 +8,9 @@ whole test stream after each step. Each run writes TensorBoard event files and
 CSV logs (Avalanche's loggers) under ``<out>/<method>/seed<k>/``, plus our own
 ``steps.csv`` and a resumable ``checkpoint.pt`` after every finished step;
 rerunning the same command skips finished runs and resumes unfinished ones
-at their last finished step.
+at their last finished step, scores, CSV logs and TensorBoard scalars as if
+uninterrupted (:mod:`avalanche_sst.metrics.resume`). A run holds its folder's
+lock while it runs (:mod:`avalanche_sst.experiments.run_lock`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import re
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -29,11 +32,14 @@ from avalanche_sst.benchmarks import stratified_split
 from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_sst.experiments.methods import Method, StrategyContext, check_setting, get_method, parse_variant
-from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS, PRESETS, Preset, get_preset
+from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS, PRESETS, Preset, get_preset, validate_preset
 from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
+from avalanche_sst.experiments.run_lock import run_lock
 from avalanche_sst.metrics.cost import CostMeter
+from avalanche_sst.metrics.logging import LearningRateLogger
+from avalanche_sst.metrics.resume import load_metric_state_dict, log_sizes, metric_state_dict
 from avalanche_sst.metrics.scores import StepInfo, step_scores
 from avalanche_sst.plugins.precision import keep_freed_memory
 
@@ -139,6 +145,13 @@ def run_one(
     extra_plugins: Sequence = (),
     log: Callable[[str], None] = print,
 ) -> RunResult:
+    """Train (or resume, or reuse) one run, holding its folder's lock (one writer per run)."""
+    with run_lock(_run_dir(out, method_name, seed), log, f"[{method_name} seed {seed}]"), ExitStack() as cleanup:
+        return _run_one_locked(preset, method_name, seed, benchmark, out, extra_plugins, log, cleanup)
+
+
+def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out: Path,
+                    extra_plugins: Sequence, log: Callable[[str], None], cleanup: ExitStack) -> RunResult:
     run_dir = _run_dir(out, method_name, seed)
     done_file = run_dir / "done.json"
     settings = run_settings(preset, method_name)
@@ -155,10 +168,19 @@ def run_one(
     device = torch.device(preset.device)
     model = build_model(preset, benchmark, seed)
     meter = CostMeter()
-    ctx = StrategyContext(model=model, config=preset, evaluator=make_evaluator(run_dir), device=device,
-                          plugins=[*extra_plugins, meter], valid_stream=getattr(benchmark, "valid_stream", None),
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path)
+    if state is not None:  # checked before the loggers open their files: a resume continues them
+        check_same_settings(ckpt_path, json.loads(state["settings"]) if "settings" in state else None, settings)
+    evaluator = make_evaluator(run_dir, resume_logs=(state or {}).get("evaluator", {}).get("logs"))
+    ctx = StrategyContext(model=model, config=preset, evaluator=evaluator, device=device,
+                          plugins=[*extra_plugins, meter, LearningRateLogger()],
+                          valid_stream=getattr(benchmark, "valid_stream", None),
                           benchmark=benchmark, seed=seed, cache_dir=out / "_cache")
     strategy = method.build(ctx)
+    # Also when interrupted: closing flushes what an unfinished step logged now, so a resume
+    # (even in this process) cuts it off and no writer left behind appends after that.
+    cleanup.callback(_close_loggers, strategy)
     train_stream = list(benchmark.train_stream)
     scored = eval_stream(preset, benchmark)
     test_sizes = [len(exp.dataset) for exp in scored]
@@ -166,10 +188,7 @@ def run_one(
     scores: list[dict] = []
     seconds = 0.0
     start_step = 0
-    ckpt_path = run_dir / "checkpoint.pt"
-    state = load_checkpoint(ckpt_path)
     if state is not None:
-        check_same_settings(ckpt_path, json.loads(state["settings"]) if "settings" in state else None, settings)
         start_step = int(state["step"])
         scores = [dict(s) for s in state["scores"]]
         seconds = float(state["seconds"])
@@ -182,6 +201,8 @@ def run_one(
         # The clock's counters too: some plugins (e.g. Avalanche's RWalk) count global iterations.
         for name, value in state.get("clock", {"train_exp_counter": start_step}).items():
             setattr(strategy.clock, name, int(value))
+        if "evaluator" in state:  # forgetting's first accuracies, the last trained experience
+            load_metric_state_dict(strategy.evaluator, state["evaluator"]["metrics"])
         log(f"[{method_name} seed {seed}] resuming after step {start_step}")
 
     for step in range(start_step, len(train_stream)):
@@ -201,6 +222,7 @@ def run_one(
             "method": method.state_dict(strategy),
             "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
             "cost": meter.state_dict(),
+            "evaluator": evaluator_checkpoint(strategy.evaluator),
             "settings": json.dumps(settings),
         })
         primary = next(iter(scores[-1]))
@@ -221,6 +243,11 @@ def run_one(
                                      "costs": costs, "report": report,
                                      "settings": settings}))
     return result
+
+
+def evaluator_checkpoint(evaluator) -> dict:
+    """The evaluator's part of a checkpoint: its metrics' memory and its log files' lengths."""
+    return {"metrics": metric_state_dict(evaluator), "logs": log_sizes(evaluator)}
 
 
 def run_settings(preset: Preset, method_name: str) -> dict:
@@ -315,6 +342,7 @@ def run_sweep(
     from avalanche_sst.experiments.progress import ProgressDisplay
     from avalanche_sst.experiments.versions import environment_versions
 
+    validate_preset(preset)  # every field, before any folder, data or worker
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = threads_per_run or preset.num_threads or 1
@@ -378,6 +406,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="set any preset field, e.g. --set ratios=1,2,3,4 label_noise=0.1 scenario=class_incremental")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs that have finished and list the others")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (by default a mistake prints one line)")
     add_executor_arguments(parser)
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
@@ -387,6 +417,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "model": args.model, "dataset": args.dataset, "data_root": args.data_root, "device": args.device,
     }.items() if v is not None}
     preset = preset.replace(**changes).with_settings(args.set)
+    validate_preset(preset)
+    check_methods(preset)
     out = Path(args.out or f"results/{preset.name}")
     command = "python experiments/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.report_only:
