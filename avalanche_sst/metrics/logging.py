@@ -19,6 +19,8 @@ from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics, l
 from avalanche.logging import CSVLogger, TensorboardLogger, TextLogger
 from avalanche.training.plugins import EvaluationPlugin
 
+from .device_accuracy import device_metrics
+
 
 @dataclass
 class EventLog:
@@ -43,9 +45,10 @@ def make_evaluator(log_dir: Optional[str | Path] = None, text: bool = False) -> 
     if text:
         loggers.append(TextLogger())
     return EvaluationPlugin(
-        accuracy_metrics(epoch=True, experience=True, stream=True, trained_experience=True),
-        loss_metrics(epoch=True, experience=True, stream=True),
-        forgetting_metrics(stream=True),
+        # Accumulated on the device, read once per epoch/experience/stream: no host sync per iteration.
+        device_metrics(accuracy_metrics(epoch=True, experience=True, stream=True, trained_experience=True)),
+        device_metrics(loss_metrics(epoch=True, experience=True, stream=True)),
+        device_metrics(forgetting_metrics(stream=True)),
         loggers=loggers,
     )
 
