@@ -176,7 +176,7 @@ def test_device_metrics_equal_avalanche_values():
 
     g = torch.Generator().manual_seed(0)
     ours, theirs, our_loss, their_loss = DeviceAccuracy(), Accuracy(), DeviceLoss(), LossMetric()
-    for n in (7, 128, 128, 33, 3):
+    for n in torch.randint(1, 200, (60,), generator=g).tolist():
         logits = torch.randn(n, 5, generator=g)
         y = torch.randint(0, 5, (n,), generator=g)
         loss = torch.rand((), generator=g) * 3
