@@ -193,3 +193,91 @@ def test_device_metrics_equal_avalanche_values():
     assert acc.result() == pytest.approx(3 / 4)
     acc.reset()
     assert acc.result() == 0.0
+
+
+# --- lean evaluation dispatch and the FFCV scan ---------------------------------------
+
+
+class CountingLogger(SupervisedPlugin):
+    """A logger-like plugin with a per-iteration callback: it must still be called."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_forward_calls = 0
+        self.logged = []
+
+    def log_metrics(self, values):
+        self.logged.extend((v.name, v.value) for v in values)
+
+    def after_forward(self, strategy, metric_values=None, **kwargs):
+        self.after_forward_calls += 1
+
+
+def test_lean_evaluation_gives_avalanche_results_with_fewer_calls(monkeypatch):
+    from avalanche.benchmarks.scenarios.generic_scenario import CLExperience
+    from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics, loss_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_sst.metrics.device_accuracy import device_metrics
+    from avalanche_sst.metrics.lean_evaluation import LeanEvaluationPlugin
+
+    benchmark = _benchmarks()["class_incremental"]
+    copies = {"n": 0}
+    logging = CLExperience.logging
+
+    def counting_logging(self):
+        copies["n"] += 1
+        return logging(self)
+
+    monkeypatch.setattr(CLExperience, "logging", counting_logging)
+    results = {}
+    for plugin_cls in (EvaluationPlugin, LeanEvaluationPlugin):
+        logger = CountingLogger()
+        evaluator = plugin_cls(
+            device_metrics(accuracy_metrics(epoch=True, experience=True, stream=True, trained_experience=True)),
+            device_metrics(loss_metrics(epoch=True, experience=True, stream=True)),
+            device_metrics(forgetting_metrics(stream=True)), loggers=[logger])
+        model = _model(64, benchmark.num_classes)
+        strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         criterion=nn.CrossEntropyLoss(), train_mb_size=16, train_epochs=2, eval_mb_size=32,
+                         evaluator=evaluator, eval_every=-1)
+        copies["n"] = 0
+        torch.manual_seed(0)
+        for exp in benchmark.train_stream:
+            strategy.train(exp, eval_streams=[])
+            strategy.eval(benchmark.test_stream)
+        results[plugin_cls] = (evaluator.get_last_metrics(), logger.logged, logger.after_forward_calls, copies["n"])
+    full, lean = results[EvaluationPlugin], results[LeanEvaluationPlugin]
+    assert lean[0] == full[0] and len(full[0]) == 10  # same metric names and values
+    assert lean[1] == full[1]  # the logger got the same values in the same order
+    assert lean[2] == full[2] == 2 * 2 * 5  # a callback a logger implements is still sent (2 exps x 2 epochs x 5 its)
+    assert lean[3] < full[3] / 3  # far fewer experience copies (callbacks dispatched)
+
+
+def test_lean_evaluation_sends_training_iterations_to_training_metrics_only():
+    from avalanche_sst.metrics.lean_evaluation import handles
+
+    evaluator = make_evaluator()
+    acting = {cb: sorted(str(m) for m in evaluator.metrics if handles(m, cb))
+              for cb in ("before_training_iteration", "after_training_iteration", "before_forward",
+                         "after_eval_iteration", "after_training_epoch")}
+    assert acting["before_training_iteration"] == []
+    assert acting["after_training_iteration"] == ["Loss_Epoch", "Top1_Acc_Epoch"]
+    assert acting["before_forward"] == []
+    assert "Top1_Acc_Epoch" not in acting["after_eval_iteration"]
+    assert {"Top1_Acc_Exp", "Top1_Acc_Stream", "Loss_Exp", "StreamForgetting"} <= set(acting["after_eval_iteration"])
+    assert {"Loss_Epoch", "Top1_Acc_Epoch"} <= set(acting["after_training_epoch"])  # per epoch: not narrowed
+
+
+def test_ffcv_check_skips_the_per_sample_scan_and_defers_when_a_leaf_has_ffcv_info(monkeypatch):
+    from avalanche_sst.benchmarks import batched_fetch
+    from conftest import subset_of
+
+    benchmark = _benchmarks()["class_incremental"]
+    data = benchmark.train_stream[0].dataset.train()
+    calls = []
+    monkeypatch.setattr(batched_fetch, "_avalanche_has_ffcv_support", lambda ds: calls.append(ds) or "avalanche")
+    assert batched_fetch.has_ffcv_support([data]) is False and calls == []
+    assert avalanche_loader.has_ffcv_support is batched_fetch.has_ffcv_support
+    monkeypatch.setattr(subset_of(data), "ffcv_info", object(), raising=False)
+    assert batched_fetch.has_ffcv_support([data]) == "avalanche" and len(calls) == 1

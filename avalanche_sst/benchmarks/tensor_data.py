@@ -39,6 +39,10 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, index: int):
         return self.images[index], self.targets[index]
 
+    def __getitems__(self, indices) -> "GatheredBatch":
+        """torch's batched fetch: a DataLoader straight over this dataset also reads a batch in one gather."""
+        return self.gather(torch.as_tensor(indices, dtype=torch.long))
+
     def gather(self, indices: torch.Tensor) -> "GatheredBatch":
         """``[self[i] for i in indices]`` as one batch: one indexed read of the image tensor."""
         return GatheredBatch(self.images.index_select(0, indices), [self.target_tensor.index_select(0, indices)])

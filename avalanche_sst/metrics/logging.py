@@ -20,6 +20,7 @@ from avalanche.logging import CSVLogger, TensorboardLogger, TextLogger
 from avalanche.training.plugins import EvaluationPlugin
 
 from .device_accuracy import device_metrics
+from .lean_evaluation import LeanEvaluationPlugin
 
 
 @dataclass
@@ -44,7 +45,7 @@ def make_evaluator(log_dir: Optional[str | Path] = None, text: bool = False) -> 
         loggers.append(CSVLogger(log_folder=str(log_dir / "csv")))
     if text:
         loggers.append(TextLogger())
-    return EvaluationPlugin(
+    return LeanEvaluationPlugin(
         # Accumulated on the device, read once per epoch/experience/stream: no host sync per iteration.
         device_metrics(accuracy_metrics(epoch=True, experience=True, stream=True, trained_experience=True)),
         device_metrics(loss_metrics(epoch=True, experience=True, stream=True)),
