@@ -28,14 +28,23 @@ i.e. per-experience work, excluded). On a CPU that other processes already
 keep busy, ``--threads auto`` (the default) uses one thread: there,
 multi-threaded ops stall waiting for a descheduled thread.
 
+``--model`` takes any name ``build_model`` knows (the flattening ``mlp-*``
+get the image size; SST, MSL and AOD need BatchNorm: give an MLP ``--phases
+plain naive eval eval_plain``); ``--data generated:CxHxW`` times on random
+images of that shape (e.g. ResNet-32 on ``generated:3x32x32`` with ``--device
+cuda``). The ``ms/it+`` column is each phase's time over the plain loop per
+training iteration (``eval``: per evaluation batch over ``eval_plain``).
+
 Usage::
 
-    python benchmarks/speed.py [--device cpu|cuda] [--epochs N] [--train-samples N]
+    python benchmarks/speed.py [--device cpu|cuda] [--model NAME] [--data fashion-mnist|generated:CxHxW]
+                               [--epochs N] [--train-samples N]
                                [--csv PATH] [--channels-last] [--bf16] [--threads N|auto]
                                [--profile [PHASE ...]] [--profile-ops]
     python benchmarks/speed.py --suite m2kd|ada_qpacknet|edge [that suite's options]
 
-The table goes to stdout and to ``benchmarks/results/speed_<device>.csv``.
+The table goes to stdout and to ``benchmarks/results/speed_<device>[_<model>][_<data>].csv``
+(and ``.md``; the model and data only where they are not the defaults).
 
 ``--suite`` runs another method's rows instead of these: ``m2kd`` (M2KD's
 epoch against Naive with 1, 2 and 4 snapshot teachers, and its memory
