@@ -32,7 +32,7 @@ from torch.utils.data import ConcatDataset, Subset
 
 from avalanche.benchmarks.utils.data import AvalancheDataset
 from avalanche.benchmarks.utils.ffcv_support.ffcv_components import has_ffcv_support as _avalanche_has_ffcv_support
-from avalanche.benchmarks.utils.flat_data import FlatData, LazyIndices, LazyRange
+from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData, LazyIndices, LazyRange
 
 from .tensor_data import GatheredBatch
 
@@ -72,11 +72,16 @@ def _identity_transforms(flat, group: str) -> bool:
     return True
 
 
-def _leaf_requests(flat: FlatData, idx: np.ndarray, group: str, out: list) -> bool:
+def _can_gather(dataset) -> bool:
+    return callable(getattr(dataset, "gather", None))
+
+
+def _leaf_requests(flat: FlatData, idx: np.ndarray, group: str, out: list, is_leaf=_can_gather) -> bool:
     """Append ``(leaf dataset, leaf indices, batch positions)`` for ``flat[idx]``; False if not batchable.
 
-    ``idx`` carries the batch positions alongside (``out`` rows keep them) so
-    the samples of several leaves go back in the order the sampler drew them.
+    ``idx`` stacks the batch positions on the indices (``out`` rows keep
+    them) so the samples of several leaves go back in the order the sampler
+    drew them. A leaf must pass ``is_leaf``.
     """
     if not _identity_transforms(flat, group):
         return False
@@ -96,13 +101,34 @@ def _leaf_requests(flat: FlatData, idx: np.ndarray, group: str, out: list) -> bo
     for d, pos, loc in parts:
         dataset = datasets[d]
         if isinstance(dataset, FlatData):
-            if not _leaf_requests(dataset, np.stack([pos, loc]), group, out):
+            if not _leaf_requests(dataset, np.stack([pos, loc]), group, out, is_leaf):
                 return False
-        elif callable(getattr(dataset, "gather", None)):
+        elif is_leaf(dataset):
             out.append((dataset, loc, pos))
         else:
             return False
     return True
+
+
+def _attribute_values(attribute, idx: np.ndarray) -> Optional[torch.Tensor]:
+    """``[attribute[i] for i in idx]`` as a long tensor.
+
+    Task labels are constant sequences (concatenated and subsampled): read
+    from the tree at once. Other attributes: the whole column, built once per
+    attribute object (Avalanche makes new ones per experience).
+    """
+    data = attribute.data
+    if isinstance(data, ConstantSequence):
+        return torch.full((len(idx),), int(data._constant_value), dtype=torch.long)
+    requests: list = []
+    if isinstance(data, FlatData) and _leaf_requests(
+            data, np.stack([np.arange(len(idx)), idx]), "", requests, lambda d: isinstance(d, ConstantSequence)):
+        values = torch.empty(len(idx), dtype=torch.long)
+        for leaf, _, positions in requests:
+            values[torch.from_numpy(positions)] = int(leaf._constant_value)
+        return values
+    column = _attribute_column(attribute)
+    return None if column is None else column[torch.from_numpy(idx)]
 
 
 def _attribute_column(attribute) -> Optional[torch.Tensor]:
@@ -136,10 +162,10 @@ def gather_avalanche(dataset: AvalancheDataset, indices) -> Optional[GatheredBat
         return None
     for attribute in dataset._data_attributes.values():
         if attribute.use_in_getitem:
-            column = _attribute_column(attribute)
-            if column is None:
+            values = _attribute_values(attribute, idx)
+            if values is None:
                 return None
-            batch.columns.append(column[torch.from_numpy(idx)])
+            batch.columns.append(values)
     return batch
 
 

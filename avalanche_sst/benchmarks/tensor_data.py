@@ -8,6 +8,11 @@ torchvision pipeline (``ToTensor`` + ``RandomCrop`` + ``RandomHorizontalFlip``
 + ``Normalize``) is kept as the reference path; both feed identical images
 when augmentation is off, and the same augmentation distribution when it is
 on (tests check both).
+
+A mini-batch is read with one indexed gather of the uint8 tensor
+(:meth:`TensorImageDataset.gather`, torch's ``__getitems__``; through
+Avalanche's wrappers: :mod:`avalanche_sst.benchmarks.batched_fetch`) into a
+:class:`GatheredBatch`, which :class:`BatchCollate` augments as a whole.
 """
 
 from __future__ import annotations
