@@ -28,14 +28,23 @@ i.e. per-experience work, excluded). On a CPU that other processes already
 keep busy, ``--threads auto`` (the default) uses one thread: there,
 multi-threaded ops stall waiting for a descheduled thread.
 
+``--model`` takes any name ``build_model`` knows (the flattening ``mlp-*``
+get the image size; SST, MSL and AOD need BatchNorm: give an MLP ``--phases
+plain naive eval eval_plain``); ``--data generated:CxHxW`` times on random
+images of that shape (e.g. ResNet-32 on ``generated:3x32x32`` with ``--device
+cuda``). The ``ms/it+`` column is each phase's time over the plain loop per
+training iteration (``eval``: per evaluation batch over ``eval_plain``).
+
 Usage::
 
-    python benchmarks/speed.py [--device cpu|cuda] [--epochs N] [--train-samples N]
+    python benchmarks/speed.py [--device cpu|cuda] [--model NAME] [--data fashion-mnist|generated:CxHxW]
+                               [--epochs N] [--train-samples N]
                                [--csv PATH] [--channels-last] [--bf16] [--threads N|auto]
                                [--profile [PHASE ...]] [--profile-ops]
     python benchmarks/speed.py --suite m2kd|ada_qpacknet|edge [that suite's options]
 
-The table goes to stdout and to ``benchmarks/results/speed_<device>.csv``.
+The table goes to stdout and to ``benchmarks/results/speed_<device>[_<model>][_<data>].csv``
+(and ``.md``; the model and data only where they are not the defaults).
 
 ``--suite`` runs another method's rows instead of these: ``m2kd`` (M2KD's
 epoch against Naive with 1, 2 and 4 snapshot teachers, and its memory
@@ -47,13 +56,7 @@ docstring lists them), e.g. ``--suite m2kd --reps 3 --samples 2048``.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import csv
-import io
 import os
-import platform
-import pstats
-import statistics
 import sys
 import time
 import warnings
@@ -84,8 +87,7 @@ warnings.showwarning = _showwarning_quiet
 from avalanche.training import Naive  # noqa: E402
 from avalanche.training.templates import SupervisedTemplate  # noqa: E402
 
-from avalanche_sst.benchmarks import BatchCollate, TensorImageDataset, same_class_accumulating  # noqa: E402
-from avalanche_sst.benchmarks import stratified_split  # noqa: E402
+from avalanche_sst.benchmarks import BatchCollate, TensorImageDataset  # noqa: E402
 from avalanche_sst.metrics import make_evaluator  # noqa: E402
 from avalanche_sst.models import build_model  # noqa: E402
 from avalanche_sst.plugins.msl import MSLPlugin  # noqa: E402
@@ -95,63 +97,12 @@ from avalanche_sst.plugins.precision import AutocastPlugin, ChannelsLastPlugin, 
 from avalanche_sst.plugins.sst import SSTPlugin  # noqa: E402
 from avalanche_sst.strategies.aod import AODStrategy  # noqa: E402
 
-TRAIN_PHASES = ("plain", "naive", "sst", "msl", "aod")
-EVAL_PHASES = ("eval", "eval_small", "eval_plain")
-PHASES = TRAIN_PHASES + EVAL_PHASES
-#: (reference phase, maximal ratio) per phase; eval has an absolute target in seconds.
-TARGETS = {"naive": ("plain", 1.10), "sst": ("naive", 1.05), "msl": ("naive", 1.5), "aod": ("naive", 4.2)}
-EVAL_TARGET_S = 2.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # speed_report, next to this file
+from speed_report import PHASES, format_table, make_rows, median, profile_epoch, profile_ops, write_csv  # noqa: E402
+from speed_setup import load_average, load_data, machine_info, materialize  # noqa: E402
 
 
 # --- set-up ---------------------------------------------------------------------
-
-
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count()
-    info = {"cpu": cpu, "cores": cores, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def load_data(train_samples: int, validation_fraction: float, data_root=None):
-    from avalanche_sst.benchmarks import fashion_mnist
-
-    train, test = fashion_mnist(data_root)
-    n = len(train)
-    if train_samples < n:
-        targets = torch.as_tensor(train.targets)
-        frac = train_samples / n
-        keep, _ = stratified_split(targets, (frac, 1 - frac), torch.Generator().manual_seed(0))
-        train = TensorImageDataset(train.images[keep], targets[keep], train.classes)
-    benchmark = same_class_accumulating(train, test, ratios=(1,), seed=0,
-                                        validation_fraction=validation_fraction)
-    return benchmark, test
-
-
-def materialize(dataset) -> TensorImageDataset:
-    """The uint8 images and labels of an Avalanche experience's dataset."""
-    items = [dataset[i] for i in range(len(dataset))]
-    return TensorImageDataset(torch.stack([it[0] for it in items]), [int(it[1]) for it in items])
-
-
-def load_average():
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - not Unix
-        return None
 
 
 def sync(device: torch.device) -> None:
@@ -280,7 +231,8 @@ def time_train_exp(strategy, device: torch.device) -> list[tuple[float, float]]:
     return times
 
 
-def build_strategies(model_fn: Callable[[], nn.Module], benchmark, opts: Options) -> dict:
+def build_strategies(model_fn: Callable[[], nn.Module], benchmark, opts: Options, phases=("naive",)) -> dict:
+    """The strategies of ``phases`` (Naive always: eval runs on it); SST's need BatchNorm, an MLP has none."""
     common = dict(criterion=nn.CrossEntropyLoss(), train_mb_size=opts.batch_size, train_epochs=1,
                   eval_mb_size=opts.eval_batch_size, device=opts.device, eval_every=-1)
 
@@ -289,120 +241,28 @@ def build_strategies(model_fn: Callable[[], nn.Module], benchmark, opts: Options
         return cls(model=model, optimizer=opts.sgd(model), evaluator=make_evaluator(),
                    plugins=[*opts.plugins(), *plugins], **common, **kwargs)
 
-    return {
-        "naive": template(Naive),
-        "sst": template(plugins=[SSTPlugin()]),
-        "msl": template(plugins=[MSLPlugin(update_teacher=True, valid_stream=benchmark.valid_stream), SSTPlugin()]),
-        "aod": template(AODStrategy, valid_stream=benchmark.valid_stream, eval_students=False),
+    factories = {
+        "naive": lambda: template(Naive),
+        "sst": lambda: template(plugins=[SSTPlugin()]),
+        "msl": lambda: template(plugins=[MSLPlugin(update_teacher=True, valid_stream=benchmark.valid_stream),
+                                         SSTPlugin()]),
+        "aod": lambda: template(AODStrategy, valid_stream=benchmark.valid_stream, eval_students=False),
     }
-
-
-# --- reporting ------------------------------------------------------------------
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def paired_ratio(times: dict, phase: str, ref: str) -> float:
-    """Median over repetitions of ``phase / ref`` timed in the same repetition.
-
-    Pairing cancels the slow drift of a shared machine's load, which a ratio
-    of medians does not.
-    """
-    if phase not in times or ref not in times:
-        return float("nan")
-    return median([a / b for a, b in zip(times[phase], times[ref])])
-
-
-def make_rows(times: dict, cpu_times: dict, n_train: int, n_test: int, clock: str = "wall") -> list[dict]:
-    """One row per phase: wall-clock and CPU medians; ratios and targets on ``clock`` time."""
-    wall = {k: median(v) for k, v in times.items()}
-    cpu = {k: median(v) for k, v in cpu_times.items()}
-    ref_times = cpu_times if clock == "cpu" else times
-    rows = []
-    for phase in PHASES:
-        if phase not in wall:
-            continue
-        evaluation = phase in EVAL_PHASES
-        n = n_test if evaluation else n_train
-        row = {"phase": phase, "samples_per_s": n / wall[phase], "seconds_per_epoch": wall[phase],
-               "cpu_seconds": cpu.get(phase, float("nan")),
-               "vs_plain": paired_ratio(ref_times, phase, "eval_plain" if evaluation else "plain"),
-               "vs_naive": float("nan") if evaluation else paired_ratio(ref_times, phase, "naive"),
-               "target": "", "status": "", "runs": len(times[phase])}
-        if phase in TARGETS and TARGETS[phase][0] in wall:
-            ref, limit = TARGETS[phase]
-            row["target"] = f"<= {limit:.2f}x {ref}"
-            row["status"] = "PASS" if row[f"vs_{ref}"] <= limit else "MISS"
-        elif phase in ("eval", "eval_small"):
-            seconds = cpu[phase] if clock == "cpu" else wall[phase]
-            row["target"] = f"< {EVAL_TARGET_S:.0f} s"
-            row["status"] = "PASS" if seconds < EVAL_TARGET_S else "MISS"
-        elif phase == "plain":
-            row["status"] = "ref"
-        rows.append(row)
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    head = (f"{'phase':<11} {'samples/s':>10} {'s/epoch':>9} {'cpu s':>8} {'x plain':>8} {'x naive':>8}  "
-            f"{'target':<16} status")
-    lines = [head, "-" * len(head)]
-
-    def ratio(v):
-        return "-" if v != v else f"{v:.3f}"  # NaN -> "-"
-
-    for r in rows:
-        lines.append(f"{r['phase']:<11} {r['samples_per_s']:>10.1f} {r['seconds_per_epoch']:>9.3f} "
-                     f"{r['cpu_seconds']:>8.3f} "
-                     f"{ratio(r['vs_plain']):>8} {ratio(r['vs_naive']):>8}  {r['target']:<16} {r['status']}")
-    return "\n".join(lines)
-
-
-def write_csv(path: Path, rows: list[dict], info: dict, args) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"device": args.device, "clock": args.clock, "channels_last": int(args.channels_last), "bf16": int(args.bf16),
-             "train_samples": args.n_train, "test_samples": args.n_test, "batch_size": args.batch_size,
-             "eval_batch_size": args.eval_batch_size, "flush_denormal": int(args.flush_denormal),
-             "keep_freed_memory": int(args.keep_freed_memory), "threads_arg": args.threads,
-             **info}
-    fields = ["phase", "samples_per_s", "seconds_per_epoch", "cpu_seconds", "vs_plain", "vs_naive", "target", "status", "runs",
-              *extra]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({**{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}, **extra})
-
-
-def profile_ops(name: str, run: Callable[[], object], top: int) -> str:
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with profile(activities=activities, record_shapes=True) as prof:
-        run()
-    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    table = prof.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=top, max_name_column_width=40,
-                                                               max_shapes_column_width=60)
-    return f"--- torch.profiler of one '{name}' epoch (ops by self time, grouped by input shapes) ---\n{table}"
-
-
-def profile_epoch(name: str, run: Callable[[], object], top: int) -> str:
-    prof = cProfile.Profile()
-    prof.enable()
-    run()
-    prof.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(prof, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    return f"--- cProfile of one '{name}' epoch (sorted by own time) ---\n" + out.getvalue()
+    return {name: make() for name, make in factories.items() if name == "naive" or name in phases}
 
 
 # --- main -----------------------------------------------------------------------
 
 
 SUITES = ("core", "m2kd", "ada_qpacknet", "edge")
+
+
+def default_result_name(args, device: torch.device) -> str:
+    """``speed_<device>.csv`` for the default model and data, else with the model and data in the name."""
+    suffix = "" if args.model == "resnet8" else f"_{args.model}"
+    if args.data != "fashion-mnist":
+        suffix += "_" + args.data.replace(":", "-")
+    return f"speed_{device.type}{suffix}.csv"
 
 
 def run_suite(name: str, argv) -> int:
@@ -437,7 +297,11 @@ def main(argv=None) -> int:
     p.add_argument("--eval-batch-size", type=int, default=1000)
     p.add_argument("--small-eval-batch-size", type=int, default=128,
                    help="the eval_small row: strategy.eval with this eval_mb_size (0: no such row)")
-    p.add_argument("--model", default="resnet8")
+    p.add_argument("--model", default="resnet8",
+                   help="any name build_model takes (resnet8, resnet8-w4, resnet32, mlp-400-400, cnn-8-16, ...)")
+    p.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist (default) or generated:CxHxW, random uint8 images of 10 classes (e.g. "
+                        "generated:3x32x32, the CIFAR shape, for --device cuda where no CIFAR copy is at hand)")
     p.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time the ratios and targets use: wall-clock (default) or this process's CPU time, "
@@ -493,7 +357,7 @@ def main(argv=None) -> int:
     if load is not None and device.type == "cpu" and load > 0.5:
         print(f"note: load average {load:.1f} on {info['cores']} cores before the run: other processes share the "
               "CPU, so absolute timings are pessimistic and noisy; the ratios are measured in the same run")
-    benchmark, _ = load_data(args.train_samples, 0.1, args.data_root)
+    benchmark, _ = load_data(args.train_samples, 0.1, args.data_root, args.data, args.test_samples)
     exp = benchmark.train_stream[0]
     train_plain = materialize(exp.dataset)
     collate = exp.dataset.collate_fn
@@ -511,7 +375,7 @@ def main(argv=None) -> int:
         test_stream = with_task_labels(benchmark_from_datasets(test=[data])).test_stream
     args.n_train, args.n_test = len(train_plain), len(test_plain)
     opts = Options(args, device)
-    print(f"model {args.model}, {args.n_train} training samples (+{len(benchmark.valid_stream[0].dataset)} "
+    print(f"model {args.model}, data {args.data}, {args.n_train} training samples (+{len(benchmark.valid_stream[0].dataset)} "
           f"validation), {args.n_test} test samples, batch {args.batch_size}, eval batch {args.eval_batch_size}, "
           f"device {device}, channels_last={args.channels_last}, bf16={args.bf16}, "
           f"flush_denormal={args.flush_denormal}, keep_freed_memory={args.keep_freed_memory}")
@@ -520,7 +384,8 @@ def main(argv=None) -> int:
 
     def model_fn():
         torch.manual_seed(0)
-        return build_model(args.model, num_classes=benchmark.num_classes, in_channels=in_channels)
+        return build_model(args.model, num_classes=benchmark.num_classes, in_channels=in_channels,
+                           image_size=int(train_plain.images.shape[-1]))
 
     times: dict[str, list[float]] = {ph: [] for ph in phases}  # wall-clock seconds per repetition
     cpu_times: dict[str, list[float]] = {ph: [] for ph in phases}  # process CPU seconds
@@ -528,7 +393,7 @@ def main(argv=None) -> int:
     if "plain" in phases:
         plain = PlainLoop(model_fn(), train_plain, collate, opts)
         runners["plain"] = plain.epoch
-    strategies = build_strategies(model_fn, benchmark, opts)
+    strategies = build_strategies(model_fn, benchmark, opts, phases)
     epoch_times = {}
     for name in ("naive", "sst", "msl", "aod"):
         if name in phases:
@@ -575,30 +440,34 @@ def main(argv=None) -> int:
         print(f"  {label}: " + ", ".join(f"{ph} {times[ph][-1]:.2f}s" if rep else ph for ph in order)
               + (f"  (CPU: {', '.join(f'{cpu_times[ph][-1]:.2f}' for ph in order)})" if rep else ""), flush=True)
 
+    iters = -(-args.n_train // args.batch_size)
     rows = make_rows({k: v for k, v in times.items() if v}, {k: v for k, v in cpu_times.items() if v},
-                     args.n_train, args.n_test, args.clock)
+                     args.n_train, args.n_test, args.clock, train_iterations=iters,
+                     eval_iterations=-(-args.n_test // args.eval_batch_size))
     print()
     print(format_table(rows))
     print(f"(s/epoch: wall-clock median of {args.epochs} epochs after a warm-up; cpu s: the same in process CPU "
           f"seconds, which leave out the time other processes held the cores; x plain, x naive: median of the "
-          f"ratios within each repetition, on {args.clock} time, as the targets; eval rows: seconds per pass over the "
+          f"ratios within each repetition, on {args.clock} time, as the targets; ms/it+: the phase's time minus the "
+          f"plain loop's per training iteration of {args.batch_size} ({iters} per epoch), in milliseconds, median "
+          f"within repetitions, on {args.clock} time (eval: per batch of {args.eval_batch_size}, minus eval_plain); "
+          f"eval rows: seconds per pass over the "
           f"{args.n_test} test samples; eval = strategy.eval, eval_mb_size {args.eval_batch_size}; "
           f"eval_small = the same with eval_mb_size {args.small_eval_batch_size}; eval_plain = a plain no_grad "
           f"loop, batch {args.eval_batch_size}; x plain of the eval rows is relative to eval_plain)")
     if times.get("plain") and times.get("naive"):
-        iters = -(-args.n_train // args.batch_size)
         for name, t in (("wall", times), ("CPU", cpu_times)):
             extra = median([a - b for a, b in zip(t["naive"], t["plain"])])
             print(f"Avalanche Naive minus plain loop ({name} time, median within repetitions): {extra:+.3f} s/epoch, "
                   f"{extra / iters * 1e3:+.2f} ms per iteration ({iters} iterations of {args.batch_size}, "
                   f"{median(t['plain']) / iters * 1e3:.1f} ms each in the plain loop)")
-    csv_path = Path(args.csv) if args.csv else REPO / "benchmarks" / "results" / f"speed_{device.type}.csv"
+    csv_path = Path(args.csv) if args.csv else REPO / "benchmarks" / "results" / default_result_name(args, device)
     write_csv(csv_path, rows, info, args)
     md_path = csv_path.with_suffix(".md")
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     md_path.write_text(
-        f"`{command.strip()}` on {machine_description()}, device {device.type}, "
-        f"{args.n_train} training / {args.n_test} test samples, median of {args.epochs} epochs after a warm-up:\n\n"
+        f"`{command.strip()}` on {machine_description()}, device {device.type}, model {args.model}, "
+        f"data {args.data}, {args.n_train} training / {args.n_test} test samples, median of {args.epochs} epochs after a warm-up:\n\n"
         "```\n" + format_table(rows) + "\n```\n")
     print(f"written {csv_path} and {md_path}")
 

@@ -7,7 +7,9 @@ Sections (each only if its source exists):
 - ``split-table`` / ``task-table``: ``docs/runs/{split,task}_quick/table.md``, copied from
   ``results/`` after ``experiments/sweep.py --preset split_quick`` / ``task_quick``;
 - ``scaling``: ``benchmarks/results/sweep_scaling.md``, the output of ``benchmarks/sweep_scaling.py``;
-- ``speed``: ``benchmarks/results/speed_cpu.md``, written by ``make speed``.
+- ``speed``: ``benchmarks/results/speed_cpu.md``, written by ``make speed``, followed by the
+  tiny-model tables ``speed_cpu_resnet8-w4.md`` and ``speed_cpu_mlp-400-400.md`` where they exist
+  (``benchmarks/speed.py --model resnet8-w4`` / ``--model mlp-400-400 --phases plain naive eval eval_plain``).
 Numbers are never typed into the README: rerun the producing command, then this.
 """
 
@@ -25,6 +27,10 @@ SECTIONS = {
     "scaling": ROOT / "benchmarks" / "results" / "sweep_scaling.md",
     "speed": ROOT / "benchmarks" / "results" / "speed_cpu.md",
 }
+# Appended to a section's source, each if it exists.
+EXTRA_SOURCES = {
+    "speed": [ROOT / "benchmarks" / "results" / f"speed_cpu_{model}.md" for model in ("resnet8-w4", "mlp-400-400")],
+}
 
 
 def splice(text: str, name: str, body: str) -> str:
@@ -40,6 +46,9 @@ def main() -> int:
     for name, source in SECTIONS.items():
         if source.exists():
             body = source.read_text()
+            for extra in EXTRA_SOURCES.get(name, []):
+                if extra.exists():
+                    body = body.rstrip() + "\n\n" + extra.read_text()
             if source.suffix != ".md" or name == "scaling":  # plain text output: keep its columns
                 body = "```\n" + body.strip() + "\n```\n"
             text = splice(text, name, body)

@@ -42,6 +42,20 @@ class RelabelledSubset(Dataset):
     def __getitem__(self, i: int):
         return self.base[self.indices[i]][0], self.targets[i]
 
+    def gather(self, positions: torch.Tensor):
+        """``[self[i] for i in positions]`` as one batch, where ``base`` can gather (else None)."""
+        if not callable(getattr(self.base, "gather", None)):
+            return None
+        if getattr(self, "_index_tensors", None) is None:
+            self._index_tensors = (torch.as_tensor(self.indices, dtype=torch.long),
+                                   torch.as_tensor(self.targets, dtype=torch.long))
+        base_indices, targets = self._index_tensors
+        batch = self.base.gather(base_indices.index_select(0, positions))
+        if batch is None:
+            return None
+        batch.columns = [targets.index_select(0, positions)]
+        return batch
+
 
 def _targets_of(dataset, name: str) -> torch.Tensor:
     targets = getattr(dataset, "targets", None)

@@ -79,6 +79,14 @@ class PermutedImages(Dataset):
         image, target = self.base[index]
         return permute_pixels(image, self.permutation), target
 
+    def gather(self, indices: torch.Tensor):
+        """``[self[i] for i in indices]`` as one batch (None where ``base`` cannot gather)."""
+        batch = self.base.gather(indices) if callable(getattr(self.base, "gather", None)) else None
+        if batch is not None and self.permutation is not None:
+            n, c = batch.images.shape[:2]
+            batch.images = batch.images.reshape(n, c, -1)[:, :, self.permutation].reshape(batch.images.shape)
+        return batch
+
 
 @dataclass
 class _DataPath:

@@ -8,11 +8,16 @@ torchvision pipeline (``ToTensor`` + ``RandomCrop`` + ``RandomHorizontalFlip``
 + ``Normalize``) is kept as the reference path; both feed identical images
 when augmentation is off, and the same augmentation distribution when it is
 on (tests check both).
+
+A mini-batch is read with one indexed gather of the uint8 tensor
+(:meth:`TensorImageDataset.gather`, torch's ``__getitems__``; through
+Avalanche's wrappers: :mod:`avalanche_sst.benchmarks.batched_fetch`) into a
+:class:`GatheredBatch`, which :class:`BatchCollate` augments as a whole.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -38,6 +43,43 @@ class TensorImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         return self.images[index], self.targets[index]
+
+    def __getitems__(self, indices) -> "GatheredBatch":
+        """torch's batched fetch: a DataLoader straight over this dataset also reads a batch in one gather."""
+        return self.gather(torch.as_tensor(indices, dtype=torch.long))
+
+    def gather(self, indices: torch.Tensor) -> "GatheredBatch":
+        """``[self[i] for i in indices]`` as one batch: one indexed read of the image tensor."""
+        return GatheredBatch(self.images.index_select(0, indices), [self.target_tensor.index_select(0, indices)])
+
+    @property
+    def target_tensor(self) -> torch.Tensor:
+        if getattr(self, "_target_tensor", None) is None or len(self._target_tensor) != len(self.targets):
+            self._target_tensor = torch.as_tensor(self.targets, dtype=torch.long)
+        return self._target_tensor
+
+
+@dataclass
+class GatheredBatch:
+    """A mini-batch fetched in one piece: uint8 images ``[N, C, H, W]`` and the
+    other fields of the samples as long tensors (target, then e.g. task label).
+
+    :class:`BatchCollate` takes it as it is; any other collate function sees a
+    sequence of ``(image, int, ...)`` samples, as a per-sample fetch gives.
+    """
+
+    images: torch.Tensor
+    columns: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return (self.images[i], *(int(c[i]) for c in self.columns))
+
+    def __iter__(self):
+        rows = zip(*(c.tolist() for c in self.columns)) if self.columns else ((),) * len(self)
+        return ((image, *row) for image, row in zip(self.images, rows))
 
 
 def random_crop_flip(
@@ -100,13 +142,15 @@ class BatchCollate:
     flip: bool = True
 
     def __call__(self, items):
-        columns = list(zip(*items))
-        images = torch.stack(columns[0])
+        if isinstance(items, GatheredBatch):  # fetched in one gather (batched_fetch)
+            images, labels = items.images, items.columns
+        else:
+            columns = list(zip(*items))
+            images = torch.stack(columns[0])
+            labels = [torch.as_tensor(col, dtype=torch.long) for col in columns[1:]]
         if self.augment:
             images = random_crop_flip(images, self.padding, self.flip)
-        out = [to_normalized_float(images, self.mean, self.std)]
-        out.extend(torch.as_tensor(col, dtype=torch.long) for col in columns[1:])
-        return out
+        return [to_normalized_float(images, self.mean, self.std), *labels]
 
 
 def per_sample_transforms(mean, std, augment: bool, image_size: int, padding: int = 4, flip: bool = True):

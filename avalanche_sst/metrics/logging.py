@@ -27,6 +27,9 @@ from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics, l
 from avalanche.logging import CSVLogger, TensorboardLogger, TextLogger
 from avalanche.training.plugins import EvaluationPlugin
 
+from .device_accuracy import device_metrics
+from .lean_evaluation import LeanEvaluationPlugin
+
 
 @dataclass
 class EventLog:
@@ -119,10 +122,11 @@ def make_evaluator(log_dir: Optional[str | Path] = None, text: bool = False,
                                           keep=None if resume_logs is None else resume_logs.get("csv", {})))
     if text:
         loggers.append(TextLogger())
-    return EvaluationPlugin(
-        accuracy_metrics(epoch=True, experience=True, stream=True, trained_experience=True),
-        loss_metrics(epoch=True, experience=True, stream=True),
-        forgetting_metrics(stream=True),
+    return LeanEvaluationPlugin(
+        # Accumulated on the device, read once per epoch/experience/stream: no host sync per iteration.
+        device_metrics(accuracy_metrics(epoch=True, experience=True, stream=True, trained_experience=True)),
+        device_metrics(loss_metrics(epoch=True, experience=True, stream=True)),
+        device_metrics(forgetting_metrics(stream=True)),
         loggers=loggers,
     )
 
