@@ -62,6 +62,17 @@ def _cost(result, step: int) -> str:
     return f"{result.costs[step]:.1f}" if step < len(getattr(result, "costs", [])) else ""
 
 
+#: runs.csv's last columns: bytes kept beyond the model after the step, the code's commit and dirty flag.
+PROVENANCE_COLUMNS = ("memory_bytes", "git_commit", "git_dirty")
+
+
+def _provenance_cells(result, step: int) -> list[str]:
+    memory = getattr(result, "memory", [])
+    provenance = getattr(result, "provenance", {}) or {}
+    commit, dirty = provenance.get("git_commit"), provenance.get("git_dirty")
+    return [f"{memory[step]:.0f}" if step < len(memory) else "", commit or "", "" if dirty is None else str(dirty)]
+
+
 def cost_summary(results) -> dict[str, list[float]]:
     """method -> mean training cost (sample-passes) per step, for runs that recorded it."""
     by_method: dict[str, list[list[float]]] = defaultdict(list)
@@ -157,10 +168,11 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
         # "top1" is the setting's primary score (the column name is kept for older readers);
         # "cost": the step's training sample-passes (avalanche_sst.metrics.cost).
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *extra])
+        # memory_bytes, git_commit, git_dirty: avalanche_sst.metrics.memory, experiments.provenance
+        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *extra, *PROVENANCE_COLUMNS])
         for r in results:
             writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}", _cost(r, i),
-                              *(f"{r.scores[i][n]:.6f}" for n in extra)]
+                              *(f"{r.scores[i][n]:.6f}" for n in extra), *_provenance_cells(r, i)]
                              for i, a in enumerate(r.accuracies))
     plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")
 
