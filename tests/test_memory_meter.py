@@ -131,3 +131,34 @@ def test_ada_qpacknet_memory_by_hand():
                 + 4 * (3 + 6 + 2)  # fp32 layer-0 bias, head weight and bias of the task
                 + 12)  # the used-bit budget, one uint8 per quantized weight
     assert memory_beyond_model(get_method("adaqpacknet"), strategy) == expected
+
+
+def test_inference_flops_by_hand():
+    from avalanche.models import MultiTaskModule
+
+    from avalanche_sst.metrics.inference import inference_flops
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.ReLU(), nn.Linear(4, 3))
+    net.train()
+    assert inference_flops(net, (1, 8, 8)) == 2 * 64 * 4 + 2 * 4 * 3  # a multiply-add is 2 FLOPs
+    assert net.training  # the flag is restored
+
+    class TwoHeads(MultiTaskModule):
+        def __init__(self):
+            super().__init__()
+            self.heads = nn.ModuleList([nn.Linear(64, 5), nn.Linear(64, 2)])
+            self.max_class_label = 5  # the width Avalanche pads every task's output to
+
+        def forward_single_task(self, x, task_label):
+            return self.heads[task_label](x.flatten(1))
+
+    assert inference_flops(TwoHeads(), (1, 8, 8)) == 2 * 64 * 5  # task label 0: the first head
+
+
+def test_runs_csv_records_inference_flops_per_step(memory_sweep):
+    from avalanche_sst.metrics.inference import inference_flops
+
+    with open(memory_sweep["out"] / "runs.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == "finetune"]
+    model = memory_sweep["strategies"]["finetune"].model
+    assert [int(r["inference_flops"]) for r in rows] == [inference_flops(model, (1, 8, 8))] * 2

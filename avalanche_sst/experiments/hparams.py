@@ -9,7 +9,8 @@ Each finished run writes ``<run>/hparams/`` (an event file of its own, so
   ``run_settings`` records; tuples as text) and ``method_kwargs/<key>``;
 * metrics: ``final/<score>`` for every score of the setting after the last
   step (in [0, 1]), ``cost/total_sample_passes`` (summed over steps),
-  ``memory/bytes_beyond_model`` (after the last step) and ``time/seconds``.
+  ``memory/bytes_beyond_model`` and ``inference/flops_per_image`` (after the
+  last step) and ``time/seconds``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def run_metrics(result) -> dict:
         metrics["cost/total_sample_passes"] = float(sum(result.costs))
     if result.memory:
         metrics["memory/bytes_beyond_model"] = float(result.memory[-1])
+    if result.inference:
+        metrics["inference/flops_per_image"] = float(result.inference[-1])
     metrics["time/seconds"] = float(result.seconds)
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
 

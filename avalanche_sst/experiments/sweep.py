@@ -36,6 +36,7 @@ from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
 from avalanche_sst.metrics.cost import CostMeter
+from avalanche_sst.metrics.inference import inference_flops, stream_input_shape
 from avalanche_sst.metrics.memory import memory_beyond_model
 from avalanche_sst.metrics.scores import StepInfo, step_scores
 from avalanche_sst.plugins.precision import keep_freed_memory
@@ -54,6 +55,7 @@ class RunResult:
     costs: list[float] = field(default_factory=list)  # training sample-passes per step (metrics.cost)
     report: dict = field(default_factory=dict)  # Method.report of the finished run: {name: float}
     memory: list[float] = field(default_factory=list)  # bytes kept beyond the model after each step
+    inference: list[float] = field(default_factory=list)  # FLOPs per image of the evaluated model, per step
     provenance: dict = field(default_factory=dict)  # the code that ran it (experiments.provenance)
 
 
@@ -170,6 +172,7 @@ def run_one(
 
     scores: list[dict] = []
     memory: list[float] = []
+    inference: list[float] = []
     seconds = 0.0
     start_step = 0
     ckpt_path = run_dir / "checkpoint.pt"
@@ -179,6 +182,7 @@ def run_one(
         start_step = int(state["step"])
         scores = [dict(s) for s in state["scores"]]
         memory = [float(m) for m in state.get("memory", [])]
+        inference = [float(f) for f in state.get("inference", [])]
         seconds = float(state["seconds"])
         _replay_adaptation(strategy.model, train_stream[:start_step], scored)
         if method.rebuild_model is not None:
@@ -201,6 +205,7 @@ def run_one(
         result = strategy.eval(scored)
         seconds += time.perf_counter() - t0
         scores.append(step_scores(setting, result, StepInfo(step, scores, test_sizes)))
+        inference.append(float(inference_flops(strategy.model, stream_input_shape(scored))))
         save_checkpoint(ckpt_path, {
             "step": step + 1,
             "scores": scores,
@@ -210,6 +215,7 @@ def run_one(
             "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
             "cost": meter.state_dict(),
             "memory": memory,
+            "inference": inference,
             "settings": json.dumps(settings),
         })
         primary = next(iter(scores[-1]))
@@ -226,9 +232,9 @@ def run_one(
     )
     report = run_report(method, strategy)
     result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores, costs, report,
-                       memory, code_provenance())
+                       memory, inference, code_provenance())
     done_file.write_text(json.dumps({"accuracies": result.accuracies, "seconds": seconds, "scores": scores,
-                                     "costs": costs, "report": report, "memory": memory,
+                                     "costs": costs, "report": report, "memory": memory, "inference": inference,
                                      "provenance": result.provenance, "settings": settings}))
     write_run_hparams(run_dir, preset, method_name, result)
     return result
@@ -269,7 +275,7 @@ def _done_result(d: dict, method: str, seed: int) -> RunResult:
     """The RunResult of a parsed done.json."""
     scores = d.get("scores") or [{"top1": a} for a in d["accuracies"]]  # runs finished before scores existed
     return RunResult(method, seed, d["accuracies"], d["seconds"], scores, d.get("costs", []), d.get("report", {}),
-                     d.get("memory", []), d.get("provenance", {}))
+                     d.get("memory", []), d.get("inference", []), d.get("provenance", {}))
 
 
 def run_report(method, strategy) -> dict:

@@ -62,15 +62,17 @@ def _cost(result, step: int) -> str:
     return f"{result.costs[step]:.1f}" if step < len(getattr(result, "costs", [])) else ""
 
 
-#: runs.csv's last columns: bytes kept beyond the model after the step, the code's commit and dirty flag.
-PROVENANCE_COLUMNS = ("memory_bytes", "git_commit", "git_dirty")
+#: runs.csv's last columns: bytes kept beyond the model after the step (metrics.memory), FLOPs per
+#: image of the evaluated model (metrics.inference), the code's commit and dirty flag (experiments.provenance).
+RUN_RECORD_COLUMNS = ("memory_bytes", "inference_flops", "git_commit", "git_dirty")
 
 
 def _provenance_cells(result, step: int) -> list[str]:
-    memory = getattr(result, "memory", [])
+    memory, flops = getattr(result, "memory", []), getattr(result, "inference", [])
     provenance = getattr(result, "provenance", {}) or {}
     commit, dirty = provenance.get("git_commit"), provenance.get("git_dirty")
-    return [f"{memory[step]:.0f}" if step < len(memory) else "", commit or "", "" if dirty is None else str(dirty)]
+    return [f"{memory[step]:.0f}" if step < len(memory) else "", f"{flops[step]:.0f}" if step < len(flops) else "",
+            commit or "", "" if dirty is None else str(dirty)]
 
 
 def cost_summary(results) -> dict[str, list[float]]:
@@ -167,9 +169,9 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
     with open(out / "runs.csv", "w", newline="") as f:
         # "top1" is the setting's primary score (the column name is kept for older readers);
         # "cost": the step's training sample-passes (avalanche_sst.metrics.cost).
+        # then RUN_RECORD_COLUMNS: memory, inference FLOPs, the commit that ran it.
         writer = csv.writer(f, lineterminator="\n")
-        # memory_bytes, git_commit, git_dirty: avalanche_sst.metrics.memory, experiments.provenance
-        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *extra, *PROVENANCE_COLUMNS])
+        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *extra, *RUN_RECORD_COLUMNS])
         for r in results:
             writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}", _cost(r, i),
                               *(f"{r.scores[i][n]:.6f}" for n in extra), *_provenance_cells(r, i)]
