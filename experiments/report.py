@@ -56,6 +56,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         copied = archive_tables(args.results, args.archive)
         print(f"copied {len(copied)} generated files to {args.archive}")
         figures = args.archive  # link the committed copies, not the untracked run folders
+    for section, dirs in (("options-ablation", [args.options_ablation] if args.options_ablation else []),
+                          ("equal-compute", args.equal_compute or []), ("data-curve", args.data_curve or [])):
+        for folder in dirs:  # refused before anything is written
+            print(f"{section} {folder}: runs from commit(s) {check_sweep(folder, section)}")
     write_report(args.results, args.paper_numbers, args.out, preset_name=args.preset, figures_root=figures)
     if args.options_ablation:
         from avalanche_sst.experiments.paper.sst_options import option_ablation_section
@@ -74,6 +78,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                         figure_link=figure.relative_to(out.parent).as_posix()))
     print(f"wrote {args.out}")
     return 0
+
+
+def check_sweep(folder: str, section: str) -> str:
+    """The commit(s) of a sweep folder's runs; refused (naming its command) when any lacks its cost or commit."""
+    from avalanche_sst.experiments.paper.formatting import read_runs_csv
+    from avalanche_sst.experiments.provenance import check_provenance, provenance_text
+
+    path = Path(folder) / "runs.csv"
+    if not path.exists():
+        raise SystemExit(f"--{section}: {path} does not exist; pass sweep folders (each with a runs.csv)")
+    runs = read_runs_csv(path)
+    check_provenance(runs, f"{section} {folder}", sweep_command(folder))
+    return provenance_text(runs)
+
+
+def sweep_command(folder: str) -> str:
+    """The command a sweep folder's ``table.md`` names (``Produced by `...```), else where to find it."""
+    table = Path(folder) / "table.md"
+    text = table.read_text() if table.exists() else ""
+    start = text.find("Produced by `")
+    if start < 0:
+        return f"the sweep command that wrote {folder} (its table.md)"
+    start += len("Produced by `")
+    return text[start:text.index("`", start)]
 
 
 def _append(out: Path, section: str) -> None:

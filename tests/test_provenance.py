@@ -146,3 +146,50 @@ def test_every_run_has_an_hparams_session_with_its_metrics(sweep):
     lwf, _ = read_hparams(out / "lwf_alpha=0.5" / "seed0" / "hparams")
     assert lwf["method_base"] == "lwf" and lwf["variant/alpha"] == 0.5
     assert "variant/alpha" not in read_hparams(out / "finetune" / "seed0" / "hparams")[0]
+
+
+# --- experiments/report.py refuses stale tables ----------------------------------------------
+
+
+def _write_runs(folder: Path, commit: bool, cost: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    header = ["method", "seed", "step", "top1", "seconds", "cost", "git_commit"]
+    rows = [["sst:target_ratio=0.1,cut_fraction=0.5", 0, s, 0.5, 1.0, 100 if cost else "", "abc" if commit else ""]
+            for s in (1, 2)]
+    with open(folder / "runs.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def test_paper_report_refuses_a_table_whose_runs_lack_provenance(tmp_path):
+    from avalanche_sst.experiments.paper.report import checked_commits, write_report
+
+    table = tmp_path / "results" / "table1"
+    command = "python experiments/paper_tables.py table1 --preset cpu"
+    (table / "sweep").mkdir(parents=True)
+    (table / "table1.csv").write_text("Method,Top-1\nsst,50.00 ± 0.00\n")
+    meta = {"command": command, "sweeps": ["sweep"], "seeds": [0]}
+    (table / "table1.json").write_text(json.dumps(meta))
+    _write_runs(table / "sweep", commit=False)
+    with pytest.raises(StaleRunsError, match=rf"table 'table1'.*commit of the code.*`{command}`"):
+        write_report(tmp_path / "results", REPO / "docs" / "paper_numbers.csv", tmp_path / "r.md")
+    _write_runs(table / "sweep", commit=True, cost=False)
+    with pytest.raises(StaleRunsError, match=r"table 'table1'.*training cost"):
+        write_report(tmp_path / "results", REPO / "docs" / "paper_numbers.csv", tmp_path / "r.md")
+    _write_runs(table / "sweep", commit=True)
+    assert checked_commits("table1", table, meta, command) == "abc"
+
+
+def test_report_cli_refuses_a_stale_equal_compute_sweep(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report_cli", REPO / "experiments" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    sweep = tmp_path / "sweep"
+    _write_runs(sweep, commit=False)
+    (sweep / "table.md").write_text("x\nProduced by `python experiments/sweep.py --preset quick` in 1 s.\n")
+    out = tmp_path / "results.md"
+    with pytest.raises(StaleRunsError, match=r"equal-compute .*`python experiments/sweep.py --preset quick`"):
+        report.main(["--results", str(tmp_path / "none"), "--archive", "", "--out", str(out),
+                     "--equal-compute", str(sweep)])
+    assert not out.exists()  # refused before anything is written
