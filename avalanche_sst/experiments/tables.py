@@ -185,18 +185,19 @@ def plot_accuracy(summary, path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4))
+    styles = method_styles(list(summary))
     for method, cells in summary.items():
         steps = range(1, len(cells) + 1)
         means = [m for m, _ in cells]
         stds = [s for _, s in cells]
-        ax.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=method)
+        ax.errorbar(steps, means, yerr=stds, capsize=3, label=method, **styles[method])
     ax.set_xlabel("step (experience)")
     ax.set_ylabel("Top-1 accuracy on the test set (%)")
     ax.set_xticks(list(range(1, max(len(c) for c in summary.values()) + 1)))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    legend_outside(ax)
+    save_figure(fig, path)

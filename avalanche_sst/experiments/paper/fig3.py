@@ -161,9 +161,10 @@ def _plot_fig3(per_seed: dict, target_ratio: float, path: Path, title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, save_figure
     from avalanche_sst.functional.sparsity import num_selected
 
-    colors = {"Pre-trained": "tab:blue", "BST": "tab:green", "SST": "tab:pink"}
+    colors = {name: style["color"] for name, style in method_styles(FIG3_ROWS).items()}
     pooled, remaining = {}, {}
     for name in FIG3_ROWS:
         pooled[name] = [v for res in per_seed.values() for v in res[name]["abs_gamma"]]
@@ -188,9 +189,8 @@ def _plot_fig3(per_seed: dict, target_ratio: float, path: Path, title: str = "")
     for ax in axes:
         ax.set_xlabel("|gamma|")
         ax.set_ylabel("factors")
-        ax.legend(fontsize=7)
+        legend_outside(ax, where="below", fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
