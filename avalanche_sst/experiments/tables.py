@@ -62,7 +62,7 @@ def _cost(result, step: int) -> str:
     return f"{result.costs[step]:.1f}" if step < len(getattr(result, "costs", [])) else ""
 
 
-#: runs.csv's last columns: bytes kept beyond the model after the step (metrics.memory), FLOPs per
+#: runs.csv's columns after "cost": bytes kept beyond the model after the step (metrics.memory), FLOPs per
 #: image of the evaluated model (metrics.inference), the code's commit and dirty flag (experiments.provenance).
 RUN_RECORD_COLUMNS = ("memory_bytes", "inference_flops", "git_commit", "git_dirty")
 
@@ -169,12 +169,13 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
     with open(out / "runs.csv", "w", newline="") as f:
         # "top1" is the setting's primary score (the column name is kept for older readers);
         # "cost": the step's training sample-passes (avalanche_sst.metrics.cost).
-        # then RUN_RECORD_COLUMNS: memory, inference FLOPs, the commit that ran it.
+        # then RUN_RECORD_COLUMNS (memory, inference FLOPs, the commit that ran it), then the setting's
+        # other scores, last.
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *extra, *RUN_RECORD_COLUMNS])
+        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *RUN_RECORD_COLUMNS, *extra])
         for r in results:
             writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}", _cost(r, i),
-                              *(f"{r.scores[i][n]:.6f}" for n in extra), *_provenance_cells(r, i)]
+                              *_provenance_cells(r, i), *(f"{r.scores[i][n]:.6f}" for n in extra)]
                              for i, a in enumerate(r.accuracies))
     plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")
 
