@@ -204,9 +204,13 @@ def plot_setting(rows: list[MethodRow], path: str | Path, title: str = "") -> No
             linestyle="--", linewidth=1, label="Pareto front (cost, score)", zorder=2)
     ax.set_xlabel("training cost, summed over steps (sample-passes)")
     ax.set_ylabel("final score (%)")
-    ax.set_title(title)
+    ax.set_title(f"{title} (marker area: memory beyond the model)" if title else "marker area: memory beyond the model",
+                 fontsize=10)
     ax.grid(alpha=0.3)
-    legend_outside(ax, markerscale=0.6)
+    legend = legend_outside(ax)
+    for handle in legend.legend_handles:  # one size in the legend: there it names the method only
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([40])
     save_figure(fig, path)
 
 
