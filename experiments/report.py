@@ -4,6 +4,7 @@
                                  [--out docs/results.md] [--archive docs/runs/paper]
                                  [--equal-compute SWEEP_DIR ...] [--framework sst sst_plus]
                                  [--options-ablation SWEEP_DIR] [--data-curve SWEEP_DIR ...]
+                                 [--overview DIR ...] [--only-overview]
 
 For each table: our table, the paper's numbers, the command and seeds that
 produced ours, the summed run seconds, and one generated sentence on whether
@@ -19,6 +20,16 @@ validation slices (avalanche_sst.experiments.paper.sst_options; a sweep run with
 ``evaluate_on=valid``); ``--data-curve`` the accuracy at step 4 against the
 train fraction (avalanche_sst.experiments.paper.data_curve; one sweep per
 fraction), with its figure.
+
+``--overview`` adds the cross-method view (avalanche_sst.experiments.overview):
+per setting, every method's final score, training cost, memory beyond the
+model and inference cost, and a figure of score against cost with the Pareto
+front (``docs/fig/overview_<setting>.png``), from the sweep folders found
+under the DIRs; sweeps whose runs lack cost or commit are listed, not used.
+With ``--only-overview`` nothing else is regenerated: the overview section of
+``--out`` is replaced (or appended).
+Every table and sweep names the commit(s) of its runs; one whose runs lack
+their cost or commit is refused with the command that regenerates it.
 """
 
 from __future__ import annotations
@@ -50,12 +61,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="append the options-beyond-the-paper section made from this validation sweep")
     parser.add_argument("--data-curve", nargs="+", default=None, metavar="SWEEP_DIR",
                         help="append the accuracy-against-data section made from these sweeps (one per fraction)")
+    parser.add_argument("--overview", nargs="+", default=None, metavar="DIR",
+                        help="add the cross-method overview made from the sweep folders under these folders")
+    parser.add_argument("--only-overview", action="store_true",
+                        help="only replace the overview section of --out; regenerate nothing else")
     args = parser.parse_args(argv)
+    if args.only_overview:
+        if not args.overview:
+            parser.error("--only-overview needs --overview DIR ...")
+        _write_overview(args.overview, Path(args.out), " ".join(["python experiments/report.py", *(
+            argv if argv is not None else __import__("sys").argv[1:])]))
+        print(f"wrote the overview section of {args.out}")
+        return 0
     figures = None
     if args.archive and Path(args.archive).resolve() != Path(args.results).resolve():
         copied = archive_tables(args.results, args.archive)
         print(f"copied {len(copied)} generated files to {args.archive}")
         figures = args.archive  # link the committed copies, not the untracked run folders
+    for section, dirs in (("options-ablation", [args.options_ablation] if args.options_ablation else []),
+                          ("equal-compute", args.equal_compute or []), ("data-curve", args.data_curve or [])):
+        for folder in dirs:  # refused before anything is written
+            print(f"{section} {folder}: runs from commit(s) {check_sweep(folder, section)}")
     write_report(args.results, args.paper_numbers, args.out, preset_name=args.preset, figures_root=figures)
     if args.options_ablation:
         from avalanche_sst.experiments.paper.sst_options import option_ablation_section
@@ -72,8 +98,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         plot_data_curve(args.data_curve, figure, methods=methods)
         _append(out, data_curve_section(args.data_curve, frameworks=args.framework, methods=methods,
                                         figure_link=figure.relative_to(out.parent).as_posix()))
+    if args.overview:
+        _write_overview(args.overview, Path(args.out), "python experiments/report.py --overview "
+                        + " ".join(args.overview) + " --only-overview")
     print(f"wrote {args.out}")
     return 0
+
+
+def _write_overview(dirs: Sequence[str], out: Path, command: str) -> None:
+    from avalanche_sst.experiments.overview import overview_section, replace_section
+
+    section = overview_section(dirs, figure_dir=out.parent / "fig", link_from=out.parent, command=command)
+    text = out.read_text() if out.exists() else ""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(replace_section(text, section) if text else section)
+
+
+def check_sweep(folder: str, section: str) -> str:
+    """The commit(s) of a sweep folder's runs; refused (naming its command) when any lacks its cost or commit."""
+    from avalanche_sst.experiments.paper.formatting import read_runs_csv
+    from avalanche_sst.experiments.provenance import check_provenance, provenance_text
+
+    path = Path(folder) / "runs.csv"
+    if not path.exists():
+        raise SystemExit(f"--{section}: {path} does not exist; pass sweep folders (each with a runs.csv)")
+    runs = read_runs_csv(path)
+    check_provenance(runs, f"{section} {folder}", sweep_command(folder))
+    return provenance_text(runs)
+
+
+def sweep_command(folder: str) -> str:
+    """The command a sweep folder's ``table.md`` names (``Produced by `...```), else where to find it."""
+    table = Path(folder) / "table.md"
+    text = table.read_text() if table.exists() else ""
+    start = text.find("Produced by `")
+    if start < 0:
+        return f"the sweep command that wrote {folder} (its table.md)"
+    start += len("Produced by `")
+    return text[start:text.index("`", start)]
 
 
 def _append(out: Path, section: str) -> None:

@@ -200,11 +200,12 @@ def write_runs(folder: Path, methods, cost: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "runs.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["method", "seed", "step", "top1", "seconds", *(["cost"] if cost else [])])
+        w.writerow(["method", "seed", "step", "top1", "seconds", *(["cost"] if cost else []), "git_commit"])
         for m in methods:
             for step, values in enumerate(ACC[m], start=1):
                 for seed, v in enumerate(values):
-                    w.writerow([m, seed, step, f"{v / 100:.6f}", "1.0", *([COST[m][step - 1]] if cost else [])])
+                    w.writerow([m, seed, step, f"{v / 100:.6f}", "1.0", *([COST[m][step - 1]] if cost else []),
+                                "0123abc"])
     return folder
 
 

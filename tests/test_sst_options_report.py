@@ -27,11 +27,11 @@ def write_sweep(folder: Path, methods, fraction: float = 0.14, shift: float = 0.
     (folder / "preset.json").write_text(json.dumps({"train_fraction": fraction}))
     with open(folder / "runs.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["method", "seed", "step", "top1", "seconds", "cost"])
+        w.writerow(["method", "seed", "step", "top1", "seconds", "cost", "git_commit"])
         for m in methods:
             for step, values in enumerate(ACC[m], start=1):
                 for seed, v in enumerate(values):
-                    w.writerow([m, seed, step, f"{(v + shift) / 100:.6f}", "1.0", "100"])
+                    w.writerow([m, seed, step, f"{(v + shift) / 100:.6f}", "1.0", "100", "0123abc"])
     return folder
 
 

@@ -331,11 +331,12 @@ def plot_curves(rows: Sequence[dict], path: Path, chosen: Sequence[int], schedul
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation accuracy (%)")
-    axes[0][-1].legend(fontsize=7)
+    from avalanche_sst.experiments.figure_style import legend_outside, save_figure
+
+    legend_outside(axes[0][-1], fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

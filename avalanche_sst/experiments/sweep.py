@@ -31,8 +31,10 @@ from avalanche.models.dynamic_modules import avalanche_model_adaptation
 from avalanche_sst.benchmarks import stratified_split
 from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
+from avalanche_sst.experiments.hparams import write_run_hparams
 from avalanche_sst.experiments.methods import Method, StrategyContext, check_setting, get_method, parse_variant
 from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS, PRESETS, Preset, get_preset, validate_preset
+from avalanche_sst.experiments.provenance import code_provenance
 from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
@@ -40,6 +42,8 @@ from avalanche_sst.experiments.run_lock import run_lock
 from avalanche_sst.metrics.cost import CostMeter
 from avalanche_sst.metrics.logging import LearningRateLogger
 from avalanche_sst.metrics.resume import load_metric_state_dict, log_sizes, metric_state_dict
+from avalanche_sst.metrics.inference import inference_flops, stream_input_shape
+from avalanche_sst.metrics.memory import memory_beyond_model
 from avalanche_sst.metrics.scores import StepInfo, step_scores
 from avalanche_sst.plugins.precision import keep_freed_memory
 
@@ -56,6 +60,9 @@ class RunResult:
     scores: list[dict] = field(default_factory=list)  # every score of the setting, per step
     costs: list[float] = field(default_factory=list)  # training sample-passes per step (metrics.cost)
     report: dict = field(default_factory=dict)  # Method.report of the finished run: {name: float}
+    memory: list[float] = field(default_factory=list)  # bytes kept beyond the model after each step
+    inference: list[float] = field(default_factory=list)  # FLOPs per image of the evaluated model, per step
+    provenance: dict = field(default_factory=dict)  # the code that ran it (experiments.provenance)
 
 
 def load_dataset(name: str, root: Optional[str]):
@@ -186,11 +193,15 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
     test_sizes = [len(exp.dataset) for exp in scored]
 
     scores: list[dict] = []
+    memory: list[float] = []
+    inference: list[float] = []
     seconds = 0.0
     start_step = 0
     if state is not None:
         start_step = int(state["step"])
         scores = [dict(s) for s in state["scores"]]
+        memory = [float(m) for m in state.get("memory", [])]
+        inference = [float(f) for f in state.get("inference", [])]
         seconds = float(state["seconds"])
         _replay_adaptation(strategy.model, train_stream[:start_step], scored)
         if method.rebuild_model is not None:
@@ -211,9 +222,11 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
         # Fresh optimizer state per step (each step restarts its lr schedule anyway), so a
         # resumed run equals an uninterrupted one: momentum is not in the checkpoint.
         strategy.train(train_stream[step], eval_streams=[], reset_optimizer_state=True)
+        memory.append(_step_memory(method, strategy))
         result = strategy.eval(scored)
         seconds += time.perf_counter() - t0
         scores.append(step_scores(setting, result, StepInfo(step, scores, test_sizes)))
+        inference.append(float(inference_flops(strategy.model, stream_input_shape(scored))))
         save_checkpoint(ckpt_path, {
             "step": step + 1,
             "scores": scores,
@@ -223,6 +236,8 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
             "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
             "cost": meter.state_dict(),
             "evaluator": evaluator_checkpoint(strategy.evaluator),
+            "memory": memory,
+            "inference": inference,
             "settings": json.dumps(settings),
         })
         primary = next(iter(scores[-1]))
@@ -238,16 +253,27 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
                   for i, (s, c) in enumerate(zip(scores, costs)))
     )
     report = run_report(method, strategy)
-    result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores, costs, report)
+    result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores, costs, report,
+                       memory, inference, code_provenance())
     done_file.write_text(json.dumps({"accuracies": result.accuracies, "seconds": seconds, "scores": scores,
-                                     "costs": costs, "report": report,
-                                     "settings": settings}))
+                                     "costs": costs, "report": report, "memory": memory, "inference": inference,
+                                     "provenance": result.provenance, "settings": settings}))
+    write_run_hparams(run_dir, preset, method_name, result)
     return result
 
 
 def evaluator_checkpoint(evaluator) -> dict:
     """The evaluator's part of a checkpoint: its metrics' memory and its log files' lengths."""
     return {"metrics": metric_state_dict(evaluator), "logs": log_sizes(evaluator)}
+
+
+def _step_memory(method: Method, strategy) -> float:
+    """Bytes kept beyond the evaluated model after a step (metrics.memory), logged to TensorBoard too."""
+    from avalanche_sst.metrics.logging import log_scalar
+
+    value = float(memory_beyond_model(method, strategy))
+    log_scalar(strategy, "memory/bytes_beyond_model", value)
+    return value
 
 
 def run_settings(preset: Preset, method_name: str) -> dict:
@@ -275,7 +301,8 @@ def _read_done(done_file: Path, method: str = "", seed: int = 0) -> RunResult:
 def _done_result(d: dict, method: str, seed: int) -> RunResult:
     """The RunResult of a parsed done.json."""
     scores = d.get("scores") or [{"top1": a} for a in d["accuracies"]]  # runs finished before scores existed
-    return RunResult(method, seed, d["accuracies"], d["seconds"], scores, d.get("costs", []), d.get("report", {}))
+    return RunResult(method, seed, d["accuracies"], d["seconds"], scores, d.get("costs", []), d.get("report", {}),
+                     d.get("memory", []), d.get("inference", []), d.get("provenance", {}))
 
 
 def run_report(method, strategy) -> dict:
@@ -349,7 +376,7 @@ def run_sweep(
     executor = make_executor(workers, address, gpus_per_run, threads)  # bad arguments fail before any work
     check_methods(preset)
     (out / "preset.json").write_text(json.dumps(
-        {**preset.to_dict(), "versions": environment_versions(),
+        {**preset.to_dict(), "versions": environment_versions(), "provenance": code_provenance(),
          "executor": {"workers": executor.workers, "address": address, "gpus_per_run": gpus_per_run,
                       "threads_per_run": threads}}, indent=2))
     if data is None:

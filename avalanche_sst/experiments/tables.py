@@ -62,6 +62,19 @@ def _cost(result, step: int) -> str:
     return f"{result.costs[step]:.1f}" if step < len(getattr(result, "costs", [])) else ""
 
 
+#: runs.csv's columns after "cost": bytes kept beyond the model after the step (metrics.memory), FLOPs per
+#: image of the evaluated model (metrics.inference), the code's commit and dirty flag (experiments.provenance).
+RUN_RECORD_COLUMNS = ("memory_bytes", "inference_flops", "git_commit", "git_dirty")
+
+
+def _provenance_cells(result, step: int) -> list[str]:
+    memory, flops = getattr(result, "memory", []), getattr(result, "inference", [])
+    provenance = getattr(result, "provenance", {}) or {}
+    commit, dirty = provenance.get("git_commit"), provenance.get("git_dirty")
+    return [f"{memory[step]:.0f}" if step < len(memory) else "", f"{flops[step]:.0f}" if step < len(flops) else "",
+            commit or "", "" if dirty is None else str(dirty)]
+
+
 def cost_summary(results) -> dict[str, list[float]]:
     """method -> mean training cost (sample-passes) per step, for runs that recorded it."""
     by_method: dict[str, list[list[float]]] = defaultdict(list)
@@ -156,11 +169,13 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
     with open(out / "runs.csv", "w", newline="") as f:
         # "top1" is the setting's primary score (the column name is kept for older readers);
         # "cost": the step's training sample-passes (avalanche_sst.metrics.cost).
+        # then RUN_RECORD_COLUMNS (memory, inference FLOPs, the commit that ran it), then the setting's
+        # other scores, last.
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *extra])
+        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *RUN_RECORD_COLUMNS, *extra])
         for r in results:
             writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}", _cost(r, i),
-                              *(f"{r.scores[i][n]:.6f}" for n in extra)]
+                              *_provenance_cells(r, i), *(f"{r.scores[i][n]:.6f}" for n in extra)]
                              for i, a in enumerate(r.accuracies))
     plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")
 
@@ -171,18 +186,19 @@ def plot_accuracy(summary, path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4))
+    styles = method_styles(list(summary))
     for method, cells in summary.items():
         steps = range(1, len(cells) + 1)
         means = [m for m, _ in cells]
         stds = [s for _, s in cells]
-        ax.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=method)
+        ax.errorbar(steps, means, yerr=stds, capsize=3, label=method, **styles[method])
     ax.set_xlabel("step (experience)")
     ax.set_ylabel("Top-1 accuracy on the test set (%)")
     ax.set_xticks(list(range(1, max(len(c) for c in summary.values()) + 1)))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    legend_outside(ax)
+    save_figure(fig, path)

@@ -238,19 +238,19 @@ def plot_lines(lines: dict, path: str | Path, xlabel: str, ylabel: str, log_x: b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4))
+    styles = method_styles(list(lines))
     for label, (xs, means, stds) in lines.items():
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.errorbar(xs, means, yerr=stds, capsize=3, label=label, **styles[label])
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    legend_outside(ax)
+    save_figure(fig, path)
 
 
 def write_equal_compute(sweep_dirs: Sequence[str | Path], out: str | Path, figure: Optional[str | Path] = None,

@@ -59,8 +59,10 @@ def _sst_args(preset: Preset) -> dict:
 def _fig3_seed(preset: Preset, seed: int, data, seed_dir: Path, log) -> dict:
     from avalanche.training.templates import SupervisedTemplate
 
+    from avalanche_sst.experiments.provenance import code_provenance
     from avalanche_sst.experiments.sweep import ACC_KEY, build_benchmark, build_model
     from avalanche_sst.metrics import make_evaluator
+    from avalanche_sst.metrics.cost import CostMeter
     from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
     from avalanche_sst.plugins.sst import SSTPlugin
 
@@ -71,12 +73,13 @@ def _fig3_seed(preset: Preset, seed: int, data, seed_dir: Path, log) -> dict:
 
     def phase(model, name, lr, epochs, plugins):
         torch.manual_seed(seed * 1000 + 1)  # BST and SST see the same batches
+        meter = CostMeter()
         strategy = SupervisedTemplate(
             model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr, momentum=preset.momentum,
                                                    weight_decay=preset.weight_decay),
             criterion=torch.nn.CrossEntropyLoss(), train_mb_size=preset.batch_size, train_epochs=epochs,
             eval_mb_size=preset.eval_batch_size, device=device, evaluator=make_evaluator(seed_dir / name),
-            plugins=[StepwiseCosinePlugin(lrs=(lr,), epochs=(epochs,)), *plugins], eval_every=-1,
+            plugins=[StepwiseCosinePlugin(lrs=(lr,), epochs=(epochs,)), *plugins, meter], eval_every=-1,
         )
         t0 = time.perf_counter()
         strategy.train(exp, eval_streams=[])
@@ -84,18 +87,19 @@ def _fig3_seed(preset: Preset, seed: int, data, seed_dir: Path, log) -> dict:
         for logger in getattr(strategy.evaluator, "loggers", []):
             if callable(getattr(logger, "close", None)):
                 logger.close()
-        return strategy.model, acc, time.perf_counter() - t0
+        return strategy.model, acc, time.perf_counter() - t0, meter.step_costs[-1]
 
     model = build_model(preset, bench, seed)
-    pre, pre_acc, pre_s = phase(model, "pretrain", preset.lr_scratch, preset.epochs_scratch, [])
-    out = {"Pre-trained": (pre, pre_acc, pre_s)}
+    pre, pre_acc, pre_s, pre_cost = phase(model, "pretrain", preset.lr_scratch, preset.epochs_scratch, [])
+    out = {"Pre-trained": (pre, pre_acc, pre_s, pre_cost)}
     for name, selective in (("BST", False), ("SST", True)):
         plugin = SSTPlugin(selective=selective, log_prefix=name, **args)
-        out[name] = phase(copy.deepcopy(pre), name.lower(), preset.lr_scratch, preset.sst_epochs, [plugin])
-    result = {}
-    for name, (m, acc, secs) in out.items():
+        m, acc, secs, cost = phase(copy.deepcopy(pre), name.lower(), preset.lr_scratch, preset.sst_epochs, [plugin])
+        out[name] = (m, acc, secs, pre_cost + cost)  # its cost includes the pre-training it starts from
+    result = {"provenance": code_provenance()}
+    for name, (m, acc, secs, cost) in out.items():
         g = _abs_gammas(m)
-        result[name] = {"top1": acc, "seconds": secs, "abs_gamma": g.tolist(),
+        result[name] = {"top1": acc, "seconds": secs, "cost": cost, "abs_gamma": g.tolist(),
                         **gamma_stats(g, args["target_ratio"], args["zero_tol"])}
         log(f"[fig3 seed {seed}] {name}: top-1 {100 * acc:.2f}%, mean |gamma| {result[name]['mean_all']:.4f}, "
             f"non-useless {result[name]['mean_remaining']:.4f}, at zero {100 * result[name]['fraction_zero']:.1f}%")
@@ -125,13 +129,16 @@ def run_fig3(spec, preset, out_dir, data, log):
         done.write_text(json.dumps(per_seed[seed]))
 
     args = _sst_args(preset)
-    runs = ["method,seed,step,top1,seconds"]
+    runs = ["method,seed,step,top1,seconds,cost,git_commit,git_dirty"]  # cost, commit: seeds run before, blank
     stats = ["network,seed,n,top1,mean_all,mean_remaining,fraction_zero,target_ratio,zero_tol"]
     gammas = ["network,seed,abs_gamma"]
     for seed, res in per_seed.items():
         for name in FIG3_ROWS:
             r = res[name]
-            runs.append(f"{name},{seed},1,{r['top1']:.6f},{r['seconds']:.1f}")
+            prov = res.get("provenance", {})
+            cost = f"{r['cost']:.1f}" if "cost" in r else ""
+            dirty = "" if prov.get("git_dirty") is None else str(prov["git_dirty"])
+            runs.append(f"{name},{seed},1,{r['top1']:.6f},{r['seconds']:.1f},{cost},{prov.get('git_commit') or ''},{dirty}")
             stats.append(f"{name},{seed},{r['n']},{r['top1']:.6f},{r['mean_all']:.6f},{r['mean_remaining']:.6f},"
                          f"{r['fraction_zero']:.6f},{args['target_ratio']},{args['zero_tol']}")
             gammas += [f"{name},{seed},{v:.6g}" for v in r["abs_gamma"]]
@@ -154,9 +161,10 @@ def _plot_fig3(per_seed: dict, target_ratio: float, path: Path, title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, save_figure
     from avalanche_sst.functional.sparsity import num_selected
 
-    colors = {"Pre-trained": "tab:blue", "BST": "tab:green", "SST": "tab:pink"}
+    colors = {name: style["color"] for name, style in method_styles(FIG3_ROWS).items()}
     pooled, remaining = {}, {}
     for name in FIG3_ROWS:
         pooled[name] = [v for res in per_seed.values() for v in res[name]["abs_gamma"]]
@@ -181,9 +189,8 @@ def _plot_fig3(per_seed: dict, target_ratio: float, path: Path, title: str = "")
     for ax in axes:
         ax.set_xlabel("|gamma|")
         ax.set_ylabel("factors")
-        ax.legend(fontsize=7)
+        legend_outside(ax, where="below", fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 

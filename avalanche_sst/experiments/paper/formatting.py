@@ -134,7 +134,8 @@ def read_table_csv(path: Path) -> tuple[list[str], dict[tuple[str, str], tuple[f
 
 def read_runs_csv(path: str | Path) -> list[dict]:
     """Rows of a sweep's ``runs.csv``: method, seed, step, top1, seconds, and any
-    further columns of its header (cost, the setting's other scores) as floats.
+    further columns of its header (cost, the setting's other scores, memory_bytes) as floats,
+    ``git_commit`` as text and ``git_dirty`` as bool.
 
     Parsed from the right, so a method-variant name holding commas
     (``sst:sparsity=bst,use_msl=False``) survives whether or not the writer quoted it.
@@ -150,6 +151,19 @@ def read_runs_csv(path: str | Path) -> list[dict]:
             continue
         row = {"method": ",".join(r[: len(r) - len(trailing)])}
         for name, value in zip(trailing, r[len(r) - len(trailing):]):
-            row[name] = int(value) if name in ("seed", "step") else (float(value) if value != "" else None)
+            row[name] = _cell(name, value)
         out.append(row)
     return out
+
+
+def _cell(name: str, value: str):
+    """A ``runs.csv`` cell: seed and step as int, the commit as text, the dirty flag as bool, else float."""
+    if value == "":
+        return None
+    if name in ("seed", "step"):
+        return int(value)
+    if name == "git_commit":
+        return value
+    if name == "git_dirty":
+        return value == "True"
+    return float(value)

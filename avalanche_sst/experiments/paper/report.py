@@ -3,7 +3,9 @@
 :func:`write_report` turns ``<results>/*/<table>.csv`` and
 ``docs/paper_numbers.csv`` into ``docs/results.md``: per table, our table,
 the paper's numbers, the command, seeds and times, and one generated sentence
-on whether the paper's ordering held (:func:`~.stats.table_ordering`); tables
+on whether the paper's ordering held (:func:`~.stats.table_ordering`), and the
+commit(s) its runs came from (a table whose runs lack their cost or commit
+raises :class:`~avalanche_sst.experiments.provenance.StaleRunsError`); tables
 are grouped by paper (a heading per paper once more than one has tables).
 :func:`archive_tables` copies the generated files (no checkpoints) next to it.
 """
@@ -24,6 +26,7 @@ from avalanche_sst.experiments.paper.runner import default_command
 from avalanche_sst.experiments.paper.specs import (LAST_STEP, PAPERS, TABLES, TableSpec, resolve_overrides,
                                                    sweep_dirname, tables_by_paper)
 from avalanche_sst.experiments.paper.stats import ALPHA, PaperNumber, load_paper_numbers, paper_cells, table_ordering
+from avalanche_sst.experiments.provenance import check_provenance, provenance_text
 
 
 def cpu_seconds(table_dir: Path) -> float:
@@ -32,6 +35,24 @@ def cpu_seconds(table_dir: Path) -> float:
     for path in sorted(Path(table_dir).rglob("runs.csv")):
         total += sum({(r["method"], r["seed"]): r["seconds"] for r in read_runs_csv(path)}.values())
     return total
+
+
+def table_runs(table_dir: Path, meta: Mapping) -> list[dict]:
+    """Rows of every ``runs.csv`` a table was made from: its sweeps' (``meta["sweeps"]``, relative to its folder)."""
+    table_dir = Path(table_dir)
+    rows = []
+    for folder in [table_dir / s for s in meta.get("sweeps", [])] or [table_dir]:
+        if (folder / "runs.csv").exists():
+            rows += read_runs_csv(folder / "runs.csv")
+    return rows
+
+
+def checked_commits(table_id: str, table_dir: Path, meta: Mapping, command: str) -> str:
+    """The commit(s) a table's runs came from; a :class:`StaleRunsError` (naming the table and
+    ``command``) when any run lacks its training cost or commit."""
+    runs = table_runs(table_dir, meta)
+    check_provenance(runs, table_id, command)
+    return provenance_text(runs)
 
 
 def our_cells(spec: TableSpec, table_dir: Path) -> dict[tuple[str, str], tuple]:
@@ -166,7 +187,9 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
         "(what reproducing the table costs; runs redone after a change count once). "
         f"{'Each' if several else 'The'} paper's numbers are its own ({citations}), on its datasets and networks; "
         "compare orderings, not values. A pair counts as significant when a paired t-test over the "
-        f"seeds gives p < {ALPHA:g} (Welch's test where the cells share no seeds).",
+        f"seeds gives p < {ALPHA:g} (Welch's test where the cells share no seeds). "
+        "Each table names the commit(s) of the code its runs came from; a table whose runs lack their "
+        "training cost or that commit is refused, not shown (rerun its command).",
         "",
     ]
     summary = ["| Table | Pairs in the paper's order | Significant: agreeing / flipped | "
@@ -188,6 +211,10 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
                       "```", ""]
             continue
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        command = meta.get("command") or default_command(table_id, preset_name, spec.preset(preset_name).seeds,
+                                                         results_root)
+        commits = checked_commits(table_id, csv_path.parent, meta, command)
+        print(f"{table_id}: runs from commit(s) {commits}")
         ours = our_cells(spec, csv_path.parent)
         lines += [
             f"Ours (preset `{meta.get('preset', '?')}`: {meta.get('dataset', '?')}, "
@@ -211,7 +238,8 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
                        f"{res.flipped_significant} | {best} | {meta.get('wall_seconds', float('nan')):.0f} | {cpu} | "
                        f"{cpu_seconds(csv_path.parent):.0f} |")
         lines += [
-            f"Command: `{meta.get('command', '?')}`; seeds {meta.get('seeds', '?')}; {time_text(meta, csv_path.parent)}.",
+            f"Command: `{meta.get('command', '?')}`; seeds {meta.get('seeds', '?')}; {time_text(meta, csv_path.parent)}. "
+            f"Code: commit(s) {commits}.",
             "",
             f"Ordering: {sentence}",
             "",

@@ -1,0 +1,102 @@
+"""Which code produced a run: the package version and the git commit it ran from.
+
+Written into every sweep's ``preset.json`` and run's ``done.json`` (key
+``"provenance"``) and into ``runs.csv`` (columns ``git_commit``, ``git_dirty``),
+so a published number names the code that made it and ``experiments/report.py``
+can refuse numbers older than the code (see :func:`check_provenance`).
+
+The repository is found from this package's own file, not the working folder:
+a sweep started from elsewhere still records the code that ran. An installed
+wheel (no git checkout around the package) records ``None`` for the commit
+and ``dirty``, never an unrelated repository's commit.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+from avalanche_sst.experiments.versions import package_version
+
+#: The package's root folder (``.../avalanche_sst``); its parent is the checkout when run from one.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _git(repo: Path, *args: str) -> Optional[str]:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):  # no git on the machine
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def repository_of(path: Path = PACKAGE_DIR) -> Optional[Path]:
+    """The git work tree holding ``path`` whose files include it (``None``: not in a checkout).
+
+    A package installed into a virtual environment that happens to lie inside some
+    other repository is not tracked there; it must not take that repository's commit.
+    """
+    top = _git(path, "rev-parse", "--show-toplevel")
+    if top is None:
+        return None
+    repo = Path(top.strip())
+    tracked = _git(repo, "ls-files", "--error-unmatch", str(path / "__init__.py"))
+    return repo if tracked is not None else None
+
+
+@lru_cache(maxsize=None)
+def _cached(path: Path) -> dict:
+    repo = repository_of(path)
+    commit = dirty = None
+    if repo is not None:
+        head = _git(repo, "rev-parse", "HEAD")
+        status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+        commit = head.strip() if head else None
+        dirty = None if status is None else bool(status.strip())
+    return {"package": "avalanche-sst", "version": package_version("avalanche-sst"),
+            "git_commit": commit, "git_dirty": dirty}
+
+
+def code_provenance(path: Path = PACKAGE_DIR, refresh: bool = False) -> dict:
+    """``{"package", "version", "git_commit", "git_dirty"}`` of the code at ``path``.
+
+    ``git_dirty`` is True when tracked files differ from the commit (untracked files,
+    e.g. result folders, do not count). Computed once per process (``refresh=True`` to
+    ask git again): a sweep's runs all use the code the process imported.
+    """
+    if refresh:
+        _cached.cache_clear()
+    return dict(_cached(Path(path)))
+
+
+def provenance_text(entries) -> str:
+    """``abc1234`` / ``abc1234 (dirty)``, for every distinct (commit, dirty) of ``entries``, joined."""
+    seen = dict.fromkeys((e.get("git_commit"), e.get("git_dirty")) for e in entries)
+    parts = [("unknown commit" if c is None else c[:12]) + (" (uncommitted changes)" if d else "")
+             for c, d in seen]
+    return ", ".join(parts) or "no runs"
+
+
+class StaleRunsError(ValueError):
+    """A table's runs lack the training cost or the provenance of the code that made them."""
+
+
+def check_provenance(rows, table: str, command: str) -> None:
+    """Refuse ``rows`` (dicts read from a ``runs.csv``) unless every one has a cost and a commit.
+
+    Such runs came from code older than cost accounting or provenance: their numbers
+    may not be what the current code gives, so they are not published.
+    """
+    rows = list(rows)
+    lacking = []
+    if not rows:
+        lacking.append("any run")
+    if rows and any(str(r.get("cost") or "").strip() == "" for r in rows):
+        lacking.append("the training cost (column `cost`)")
+    if rows and any(not str(r.get("git_commit") or "").strip() for r in rows):
+        lacking.append("the commit of the code that ran them (column `git_commit`)")
+    if lacking:
+        raise StaleRunsError(f"table {table!r}: its runs lack {' and '.join(lacking)}, so they may come from "
+                             f"older code; regenerate them with `{command}`")
