@@ -64,8 +64,9 @@ torch.nn.functional.conv2d(x, torch.ones(4, 3, 3, 3).contiguous(memory_format=to
 _PROBE_TIMEOUT_S = 300
 
 # Said next to every generated table, after its CPU path.
-SAME_CPU_PATH_NOTE = ("these numbers are reproducible bit for bit with the same versions on the same CPU path, "
-                      "and differ in the last digits on another CPU path.")
+SAME_CPU_PATH_NOTE = ("these numbers are reproducible bit for bit with the same versions on the same CPU path; "
+                      "on another CPU path float sums differ in the last digits, and training carries that "
+                      "into the accuracies.")
 
 
 class UnsafeCpuPathError(RuntimeError):
