@@ -8,8 +8,8 @@ same seed gives the same numbers bit for bit on the same CPU path and differs
 in the last digits across paths. :func:`cpu_path` names the path for the
 records next to the results.
 
-oneDNN 3.12 (torch 2.14.1) has a kernel that corrupts the heap on its AVX2
-path: ``jit_1x1:avx2`` computing the weight gradient of a strided 1x1
+oneDNN 3.12 (torch 2.14.1) and 3.13.3 (torch 2.15.0) have a kernel that
+corrupts the heap on their AVX2 path: ``jit_1x1:avx2`` computing the weight gradient of a strided 1x1
 convolution in channels-last format with 2-6 input channels (a ResNet
 shortcut of a narrow network) aborts or segfaults the process, with no Python
 error. :func:`channels_last_failure` runs that operation in a child process,

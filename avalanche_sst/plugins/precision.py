@@ -16,7 +16,7 @@ the student's precision.
 list: plugins given to ``MultiStepSST`` itself do not reach the phases.
 
 On a CPU path where channels-last training is known to crash the process (oneDNN's
-AVX2 kernels in torch 2.14.1; see :mod:`avalanche_sst.cpu_path`),
+AVX2 kernels in torch 2.14.1 and 2.15.0; see :mod:`avalanche_sst.cpu_path`),
 :class:`ChannelsLastPlugin` refuses to train on the CPU with an
 :class:`~avalanche_sst.cpu_path.UnsafeCpuPathError` that names the path and the
 ways out, before the first training step.
