@@ -93,6 +93,7 @@ from avalanche_sst.models import build_model  # noqa: E402
 from avalanche_sst.plugins.msl import MSLPlugin  # noqa: E402
 from avalanche_sst.experiments.presets import Preset  # noqa: E402
 from avalanche_sst.experiments.tables import machine_description  # noqa: E402
+from avalanche_sst.cpu_path import UnsafeCpuPathError, check_channels_last_safe  # noqa: E402
 from avalanche_sst.plugins.precision import AutocastPlugin, ChannelsLastPlugin, keep_freed_memory  # noqa: E402
 from avalanche_sst.plugins.sst import SSTPlugin  # noqa: E402
 from avalanche_sst.strategies.aod import AODStrategy  # noqa: E402
@@ -331,6 +332,11 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda, but torch.cuda.is_available() is False")
+    if args.channels_last and device.type == "cpu":
+        try:  # before any work: on a crashing CPU path the first channels-last backward kills Python
+            check_channels_last_safe("--channels-last")
+        except UnsafeCpuPathError as e:
+            p.error(str(e))
     threads_note = ""
     if args.threads == "auto":
         load = load_average()

@@ -6,7 +6,9 @@
 
 Each worker count trains the whole sweep from scratch in its own folder under
 ``--out`` (removed first), one torch thread per run, and the tables must come
-out identical. Run it on an otherwise idle machine: other processes on the
+out identical: every worker runs on this machine, so on one CPU path (a table
+from another CPU path would differ in the last digits, see
+``avalanche_sst.cpu_path``). Run it on an otherwise idle machine: other processes on the
 cores change both times. The target on 2 cores is a speed-up of at least 1.6x.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from avalanche_sst.experiments.presets import PRESETS, get_preset
 from avalanche_sst.experiments.sweep import load_dataset, run_sweep
 from avalanche_sst.experiments.tables import machine_description
-from avalanche_sst.experiments.versions import environment_versions, versions_text
+from avalanche_sst.experiments.versions import cpu_path, cpu_path_text, environment_versions, versions_text
 
 TARGET_SPEEDUP = 1.6  # with 2 workers on 2 cores
 
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
           f"train fraction {preset.train_fraction}, 1 thread per run")
     print(f"machine: {machine_description()}")
     print(f"versions: {versions_text(environment_versions())}")
+    print(f"CPU path: {cpu_path_text(cpu_path())}")
     print()
     print(f"{'workers':>7}  {'wall s':>8}  {'speed-up':>8}  same table")
     for workers in args.workers:

@@ -1,7 +1,18 @@
-"""Shared fixtures: tiny generated image data sets (no downloads, a few ms each)."""
+"""Shared fixtures: tiny generated image data sets (no downloads, a few ms each).
+
+Also the ``isolated`` marker: a test that exercises a native path known to crash on some
+CPUs (channels-last, bfloat16 autocast, other oneDNN kernels) runs in a fresh
+``python -m pytest`` child process, so a segfault or abort fails that one test, with the
+signal and faulthandler's traceback in its message, and the rest of the suite still runs.
+A spawned child rather than a fork: forking after torch started its OpenMP threads is unsafe.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from typing import Sequence
 
 import pytest
@@ -12,6 +23,56 @@ from avalanche_sst.benchmarks.same_class import RelabelledSubset
 
 # Two CPU cores are shared with long-running jobs: keep every test single-threaded.
 torch.set_num_threads(1)
+
+ISOLATED_CHILD_ENV = "AVALANCHE_SST_ISOLATED_CHILD"  # set in the child: run the test in-process there
+ISOLATED_TIMEOUT_S = 600
+ISOLATED_OUTPUT_CHARS = 12000  # the child's output tail kept in a failure message
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "isolated: run the test in a fresh `python -m pytest` child process, so a native crash "
+        "fails only this test (with the signal named) instead of killing the whole suite")
+
+
+def _isolated_outcome(returncode: int, output: str) -> tuple[str, str]:
+    """("passed" | "skipped" | "failed", message) of a child pytest run of one test."""
+    tail = output[-ISOLATED_OUTPUT_CHARS:]
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return "failed", f"isolated test died with {name} in its child process; its output:\n{tail}"
+    if returncode != 0:
+        return "failed", f"isolated test failed in its child process (exit status {returncode}); its output:\n{tail}"
+    summary = output.strip().splitlines()[-1] if output.strip() else ""
+    if "skipped" in summary and "passed" not in summary:
+        reasons = [line for line in output.splitlines() if line.startswith("SKIPPED")]
+        return "skipped", f"skipped in the isolated child: {' '.join(reasons) or summary}"
+    return "passed", ""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if pyfuncitem.get_closest_marker("isolated") is None or os.environ.get(ISOLATED_CHILD_ENV):
+        return None
+    root = pyfuncitem.config.rootpath
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(root),
+               "-o", "addopts=", pyfuncitem.nodeid]
+    try:
+        done = subprocess.run(command, cwd=root, env={**os.environ, ISOLATED_CHILD_ENV: "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=ISOLATED_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        output = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        pytest.fail(f"isolated test timed out after {ISOLATED_TIMEOUT_S} s in its child process:\n"
+                    f"{output[-ISOLATED_OUTPUT_CHARS:]}", pytrace=False)
+    outcome, message = _isolated_outcome(done.returncode, done.stdout)
+    if outcome == "failed":
+        pytest.fail(message, pytrace=False)
+    if outcome == "skipped":
+        pytest.skip(message)
+    return True
 
 
 def make_images(

@@ -1,4 +1,10 @@
-"""ChannelsLastPlugin and AutocastPlugin (bfloat16 autocast runs on CPU too)."""
+"""ChannelsLastPlugin and AutocastPlugin (bfloat16 autocast runs on CPU too).
+
+The tests that run oneDNN's channels-last or bfloat16 kernels are ``isolated`` (tests/conftest.py):
+on a CPU path where a kernel crashes, the test fails with the signal and the suite goes on.
+On a path where channels-last training is known to crash (the probe of avalanche_sst.cpu_path
+fails, e.g. ONEDNN_MAX_CPU_ISA=AVX2 with torch 2.14.1), the plugin must refuse with a clear error.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from torch import nn
 from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 
+from avalanche_sst import cpu_path
 from avalanche_sst.benchmarks import TensorImageDataset, same_class_accumulating
+from avalanche_sst.cpu_path import UnsafeCpuPathError, channels_last_failure
 from avalanche_sst.metrics import make_evaluator
 from avalanche_sst.models import resnet_cifar, scaling_factors
 from avalanche_sst.plugins.msl import MSLPlugin
@@ -83,6 +91,7 @@ def test_to_channels_last_only_touches_4d_tensors():
     assert to_channels_last("not a tensor") == "not a tensor"
 
 
+@pytest.mark.isolated
 def test_channels_last_outputs_equal_the_default_layout():
     model = tiny_model(channels=3).eval()
     other = copy.deepcopy(model).to(memory_format=CL)
@@ -96,6 +105,7 @@ def test_channels_last_outputs_equal_the_default_layout():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.isolated
 def test_channels_last_plugin_converts_model_and_inputs_and_matches_default_eval():
     bm = tiny_benchmark(channels=3)
     ref_model, cl_model = tiny_model(channels=3), tiny_model(channels=3)
@@ -112,6 +122,7 @@ def test_channels_last_plugin_converts_model_and_inputs_and_matches_default_eval
     assert result[LOSS] == pytest.approx(ref_result[LOSS], abs=1e-5)
 
 
+@pytest.mark.isolated
 def test_channels_last_training_matches_default_training():
     bm = tiny_benchmark(channels=3)
     ref_model, cl_model = tiny_model(channels=3), tiny_model(channels=3)
@@ -119,6 +130,11 @@ def test_channels_last_training_matches_default_training():
     record = Record(cl_model)
     strat.plugins.append(record)
     optimizer_params = [id(p) for g in strat.optimizer.param_groups for p in g["params"]]
+    if channels_last_failure() is not None:  # the crashing path: a clear error before any step
+        with pytest.raises(UnsafeCpuPathError, match="ONEDNN_MAX_CPU_ISA=AVX"):
+            strat.train(bm.train_stream[0], eval_streams=[])
+        assert not cl_model.conv1.weight.is_contiguous(memory_format=CL) and not record.in_channels_last
+        return
     for s in (ref, strat):
         torch.manual_seed(1)  # same shuffling and crops
         s.train(bm.train_stream[0], eval_streams=[])
@@ -128,6 +144,25 @@ def test_channels_last_training_matches_default_training():
     for (name, a), b in zip(ref_model.state_dict().items(), cl_model.state_dict().values()):
         if a.is_floating_point():
             torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_channels_last_plugin_refuses_to_train_where_the_probe_fails(monkeypatch):
+    monkeypatch.setattr(cpu_path, "channels_last_failure", lambda: "died with SIGABRT")
+    monkeypatch.setattr(cpu_path, "cpu_path", lambda: {"aten_cpu_capability": "AVX2", "onednn_isa": "Intel AVX2",
+                                                        "onednn_max_cpu_isa": None})
+    bm = tiny_benchmark(channels=3)
+    model = tiny_model(channels=3)
+    before = copy.deepcopy(model.state_dict())
+    strat = strategy_for(model, [ChannelsLastPlugin()])
+    with pytest.raises(UnsafeCpuPathError) as raised:
+        strat.train(bm.train_stream[0], eval_streams=[])
+    message = str(raised.value)
+    for part in ("ChannelsLastPlugin", "ATen AVX2, oneDNN Intel AVX2", "died with SIGABRT", f"torch {torch.__version__}",
+                 "leave the channels-last option out", "ONEDNN_MAX_CPU_ISA=AVX "):
+        assert part in message, (part, message)
+    # refused before the first step: nothing converted, nothing trained
+    assert not model.conv1.weight.is_contiguous(memory_format=CL)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def trained_aod(bm, plugin) -> AODStrategy:
@@ -144,8 +179,13 @@ def trained_aod(bm, plugin) -> AODStrategy:
     return aod
 
 
+@pytest.mark.isolated
 def test_channels_last_plugin_with_aod_and_sst():
     bm = tiny_benchmark()
+    if channels_last_failure() is not None:
+        with pytest.raises(UnsafeCpuPathError, match="channels-last training is not safe on this CPU path"):
+            trained_aod(bm, ChannelsLastPlugin())
+        return
     aod = trained_aod(bm, ChannelsLastPlugin())
     assert all(s.conv1.weight.is_contiguous(memory_format=CL) for s in aod.students)
     assert math.isfinite(float(aod.loss))
@@ -163,6 +203,7 @@ def test_autocast_plugin_rejects_non_float_dtype():
         AutocastPlugin(dtype=torch.int8)
 
 
+@pytest.mark.isolated
 def test_autocast_forward_is_bf16_and_criterion_float32():
     bm = tiny_benchmark()
     model = tiny_model()
@@ -182,6 +223,7 @@ def test_autocast_forward_is_bf16_and_criterion_float32():
     assert not autocast_enabled()
 
 
+@pytest.mark.isolated
 def test_autocast_training_is_finite_and_close_to_float32():
     bm = tiny_benchmark()
     results = {}
@@ -198,6 +240,7 @@ def test_autocast_training_is_finite_and_close_to_float32():
     assert results["bf16"][LOSS] == pytest.approx(results["fp32"][LOSS], rel=0.25, abs=0.05)
 
 
+@pytest.mark.isolated
 def test_autocast_with_aod_and_msl_gives_finite_float32_losses():
     bm = tiny_benchmark()
     aod = trained_aod(bm, AutocastPlugin())

@@ -14,6 +14,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from avalanche_sst.checkpoint import load_checkpoint
+from avalanche_sst.cpu_path import cpu_path, cpu_path_text
 from avalanche_sst.experiments.methods import METHODS, get_method
 from avalanche_sst.experiments.presets import Preset
 from avalanche_sst.experiments.sweep import ACC_KEY, build_benchmark, build_model, main, run_sweep
@@ -96,6 +97,11 @@ def test_sweep_writes_every_file(sweep):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "preset.json").read_text())["methods"] == list(BASELINES)
+    # the CPU path beside the versions: in preset.json and in the table's footer
+    recorded = json.loads((out / "preset.json").read_text())["cpu_path"]
+    assert recorded == cpu_path() and recorded["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    footer = (out / "table.md").read_text().strip().splitlines()[-1]
+    assert f"CPU path: {cpu_path_text(recorded)}; " in footer and "bit for bit" in footer
     by_run = {(r.method, r.seed): r for r in sweep["results"]}
     assert sorted(by_run) == sorted((m, s) for m in BASELINES for s in preset.seeds)
     for (m, s), r in by_run.items():

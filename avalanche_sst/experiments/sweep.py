@@ -367,7 +367,7 @@ def run_sweep(
     """
     from avalanche_sst.experiments.executor import longest_first, make_executor
     from avalanche_sst.experiments.progress import ProgressDisplay
-    from avalanche_sst.experiments.versions import environment_versions
+    from avalanche_sst.experiments.versions import cpu_path, environment_versions
 
     validate_preset(preset)  # every field, before any folder, data or worker
     out = Path(out)
@@ -376,7 +376,8 @@ def run_sweep(
     executor = make_executor(workers, address, gpus_per_run, threads)  # bad arguments fail before any work
     check_methods(preset)
     (out / "preset.json").write_text(json.dumps(
-        {**preset.to_dict(), "versions": environment_versions(), "provenance": code_provenance(),
+        {**preset.to_dict(), "versions": environment_versions(), "cpu_path": cpu_path(),
+         "provenance": code_provenance(),
          "executor": {"workers": executor.workers, "address": address, "gpus_per_run": gpus_per_run,
                       "threads_per_run": threads}}, indent=2))
     if data is None:

@@ -150,12 +150,14 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
         lines += [f"Scores after the last step (%; {setting.primary} is the table above):", "",
                   final_scores_table(results, setting.names), ""]
     if command:
-        from avalanche_sst.experiments.versions import environment_versions, versions_text
+        from avalanche_sst.experiments.versions import (SAME_CPU_PATH_NOTE, cpu_path, cpu_path_text,
+                                                        environment_versions, versions_text)
 
         threads = f", {threads_per_run} torch thread(s) per run" if threads_per_run else ""
         lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time on {machine_description()}"
                      f"{threads} (runs finished by an earlier invocation are reused and add no time). "
-                     f"Versions: {versions_text(environment_versions())}.")
+                     f"Versions: {versions_text(environment_versions())}. CPU path: {cpu_path_text(cpu_path())}; "
+                     f"{SAME_CPU_PATH_NOTE}")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
     steps = max(len(v) for v in summary.values())

@@ -2,12 +2,19 @@
 
 A table is only reproducible with the same torch build: on this project a
 different torch release moved the quick table's first step by a quarter point.
+Nor is it across CPU paths: the same build gives other last digits on another
+instruction set (AVX2 vs AVX-512), so the records name the path too
+(:func:`cpu_path`, from :mod:`avalanche_sst.cpu_path`).
 """
 
 from __future__ import annotations
 
 import platform
 from importlib import metadata
+
+from avalanche_sst.cpu_path import SAME_CPU_PATH_NOTE, cpu_path, cpu_path_text
+
+__all__ = ["PACKAGES", "SAME_CPU_PATH_NOTE", "cpu_path", "cpu_path_text", "environment_versions", "package_version", "versions_text"]
 
 # Distribution names, as pip knows them (the lock file pins the same names).
 PACKAGES = ("avalanche-sst", "torch", "torchvision", "avalanche-lib", "numpy", "ray", "tqdm")

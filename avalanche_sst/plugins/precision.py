@@ -15,6 +15,12 @@ the student's precision.
 ``MultiStepSST`` runs each phase as an inner strategy with its own plugin
 list: plugins given to ``MultiStepSST`` itself do not reach the phases.
 
+On a CPU path where channels-last training is known to crash the process (oneDNN's
+AVX2 kernels in torch 2.14.1 and 2.15.0; see :mod:`avalanche_sst.cpu_path`),
+:class:`ChannelsLastPlugin` refuses to train on the CPU with an
+:class:`~avalanche_sst.cpu_path.UnsafeCpuPathError` that names the path and the
+ways out, before the first training step.
+
 Measure before you enable them: ``benchmarks/speed.py --channels-last --bf16``
 runs the same table with either.
 
@@ -34,6 +40,8 @@ from typing import Optional
 
 import torch
 from avalanche.core import SupervisedPlugin
+
+from avalanche_sst.cpu_path import check_channels_last_safe
 
 __all__ = ["AutocastPlugin", "ChannelsLastPlugin", "keep_freed_memory", "to_channels_last"]
 
@@ -64,6 +72,11 @@ class ChannelsLastPlugin(SupervisedPlugin):
     The model is converted in place (its parameters stay the same objects,
     so the optimizer keeps working) before each training and evaluation
     experience; each mini-batch input is converted before the forward pass.
+
+    :raises UnsafeCpuPathError: at the start of training on the CPU, where a probe of the
+        channels-last weight gradient crashes a child process (run once per process, a few
+        seconds): training would kill this one. Evaluation and GPU training are not checked
+        (the crashing kernel is in the CPU backward pass).
     """
 
     def __init__(self):
@@ -74,6 +87,8 @@ class ChannelsLastPlugin(SupervisedPlugin):
         strategy.model.to(memory_format=torch.channels_last)
 
     def before_training_exp(self, strategy, **kwargs):
+        if _device_type(strategy) == "cpu":
+            check_channels_last_safe(type(self).__name__)
         self._convert_model(strategy)
 
     def before_eval_exp(self, strategy, **kwargs):
