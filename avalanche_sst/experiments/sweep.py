@@ -364,6 +364,7 @@ def collect_finished(preset: Preset, out: str | Path) -> tuple[list[RunResult], 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from avalanche_sst.experiments.executor import add_executor_arguments, executor_options
+    from avalanche_sst.experiments.preflight import add_preflight_arguments, run_preflight
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
@@ -379,6 +380,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs that have finished and list the others")
     add_executor_arguments(parser)
+    add_preflight_arguments(parser)
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
     changes = {k: v for k, v in {
@@ -389,6 +391,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     preset = preset.replace(**changes).with_settings(args.set)
     out = Path(args.out or f"results/{preset.name}")
     command = "python experiments/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.preflight:
+        results = run_preflight({preset.name: [("sweep", preset)]}, out, args.preflight_iterations,
+                                args.preflight_batch, args.device, args.workers, args.gpus_per_run, command.strip())
+        return 0 if all(r.ok for r in results) else 1
     if args.report_only:
         finished, missing = collect_finished(preset, out)
         if not finished:
