@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.preflight:
         sweeps = {tid: paper_sweeps(tid, args.preset, {**set_by_table[tid], **changes}) for tid in ids}
         results = run_preflight(sweeps, args.out, args.preflight_iterations, args.preflight_batch, args.device,
-                                args.workers, args.gpus_per_run, command.strip())
+                                args.workers, args.gpus_per_run, command.strip(), run=not args.forecast_only)
         return 0 if all(r.ok for r in results) else 1
     with ray_session(**options):  # one Ray instance for all the tables' sweeps
         for tid in ids:

@@ -76,6 +76,7 @@ def step_sizes(preset: Preset, data) -> tuple[list[int], Optional[list[int]]]:
 
 def model_flops_and_ops(model: torch.nn.Module, image_shape: Sequence[int], batch: int = 2) -> tuple[float, int]:
     """``(FLOPs of one training pass per sample, operators per training iteration)`` on the CPU."""
+    from avalanche.models import MultiTaskModule
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -90,7 +91,8 @@ def model_flops_and_ops(model: torch.nn.Module, image_shape: Sequence[int], batc
     x = torch.randn(batch, *image_shape)
     counter = FlopCounterMode(display=False)
     with counter, _Count():
-        out = model(x)
+        # Avalanche's multi-task models take the task labels too
+        out = model(x, torch.zeros(batch, dtype=torch.long)) if isinstance(model, MultiTaskModule) else model(x)
         out = out if isinstance(out, torch.Tensor) else out[0]
         out.float().sum().backward()
     model.zero_grad(set_to_none=True)
@@ -106,27 +108,26 @@ def h100_seconds_per_sample_pass(flops_per_sample: float, ops_per_iteration: int
 
 
 def forecast_rows(results: list, full_passes: dict, h100_seconds: dict, seeds: dict) -> list[dict]:
-    """One row per passed preflight run: full sample-passes (all seeds), measured s/pass, projections.
+    """One row per run of the full tables: sample-passes (all seeds), measured s/pass, projections.
 
     ``full_passes[(table, sweep, method)] = (passes per seed, exact)``; ``h100_seconds[(table, sweep)]``;
-    ``seeds[table]``: the number of seeds of the full table.
+    ``seeds[table]``: the number of seeds of the full table. ``results``: the preflight's; a run
+    without a passed preflight has no measured columns.
     """
+    measured_runs = {(r.table, r.sweep, r.method): r for r in results if r.ok}
     rows = []
-    for r in results:
-        key = (r.table, r.sweep, r.method)
-        if not r.ok or key not in full_passes:
-            continue
-        passes, exact = full_passes[key]
-        passes *= seeds[r.table]
-        measured = r.seconds_per_sample_pass
-        h100 = h100_seconds.get((r.table, r.sweep))
-        rows.append({"table": r.table, "sweep": r.sweep, "method": r.method, "seeds": seeds[r.table],
+    for (table, sweep, method), (passes, exact) in full_passes.items():
+        r = measured_runs.get((table, sweep, method))
+        passes *= seeds[table]
+        measured = None if r is None else r.seconds_per_sample_pass
+        h100 = h100_seconds.get((table, sweep))
+        rows.append({"table": table, "sweep": sweep, "method": method, "seeds": seeds[table],
                      "sample_passes": passes, "exact": exact,
-                     "measured_s_per_pass": measured, "batch": r.batch_size,
-                     "peak_memory_mb": r.peak_memory_mb, "memory_kind": r.memory_kind,
+                     "measured_s_per_pass": measured, "batch": None if r is None else r.batch_size,
+                     "peak_memory_mb": None if r is None else r.peak_memory_mb,
                      "projected_hours_here": None if measured is None else passes * measured / SECONDS_PER_HOUR,
                      "h100_hours": None if h100 is None else passes * h100 / SECONDS_PER_HOUR,
-                     "data_label": r.data_label})
+                     "data_label": "" if r is None else r.data_label})
     return rows
 
 
@@ -139,15 +140,18 @@ def table_totals(rows: list[dict], workers: int = 1, gpus_per_run: float = 1.0) 
         raise ValueError(f"workers must be >= 1 and gpus_per_run > 0, got {workers}, {gpus_per_run}")
     totals: dict[str, dict] = {}
     for row in rows:
-        t = totals.setdefault(row["table"], {"runs": 0, "hours_here": 0.0, "h100_hours": 0.0, "longest_h100": 0.0})
+        t = totals.setdefault(row["table"], {"runs": 0, "measured": 0, "hours_here": 0.0, "h100_hours": 0.0,
+                                             "longest_h100": 0.0})
         t["runs"] += 1
+        t["measured"] += row["projected_hours_here"] is not None
         t["hours_here"] += row["projected_hours_here"] or 0.0
         t["h100_hours"] += row["h100_hours"] or 0.0
         t["longest_h100"] = max(t["longest_h100"], (row["h100_hours"] or 0.0) / row["seeds"])
     for t in totals.values():
         t["h100_gpu_hours"] = t["h100_hours"] * gpus_per_run
         t["h100_wall_hours"] = max(t["h100_hours"] / workers, t["longest_h100"])
-        t["wall_hours_here"] = t["hours_here"] / workers
+        # only where every run of the table was measured
+        t["wall_hours_here"] = t["hours_here"] / workers if t["measured"] == t["runs"] else None
     return totals
 
 
@@ -155,7 +159,8 @@ def forecast_markdown(rows: list[dict], totals: dict, device: str, workers: int,
                       command: str) -> str:
     """The forecast as Markdown: one row per run, then one per table."""
     label = next((r["data_label"] for r in rows if r["data_label"]), "")
-    lines = [f"Preflight forecast, measured on `{device}`{' with ' + label if label else ''}.",
+    lines = [f"Preflight forecast, measured on `{device}`{' with ' + label if label else ''} "
+             "(`-`: not measured).",
              f"Command: `{command}`", "",
              f"H100 column: FLOPs at {H100_UTILISATION:.0%} of the H100 SXM's dense TF32 peak "
              f"({H100_TF32_DENSE_FLOPS / 1e12:.1f} TFLOPS, NVIDIA datasheet), floored by {LAUNCH_SECONDS * 1e6:.0f} us "
@@ -166,14 +171,16 @@ def forecast_markdown(rows: list[dict], totals: dict, device: str, workers: int,
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         meas = "-" if r["measured_s_per_pass"] is None else f"{r['measured_s_per_pass']:.2e} ({r['batch']})"
+        peak = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
         here = "-" if r["projected_hours_here"] is None else f"{r['projected_hours_here']:.1f}"
         h100 = "-" if r["h100_hours"] is None else f"{r['h100_hours']:.2f}"
         lines.append(f"| {r['table']} | {r['sweep']} | `{r['method']}` | {r['seeds']} | "
-                     f"{'' if r['exact'] else '~'}{r['sample_passes']:.3g} | {meas} | {r['peak_memory_mb']:.0f} | "
+                     f"{'' if r['exact'] else '~'}{r['sample_passes']:.3g} | {meas} | {peak} | "
                      f"{here} | {h100} |")
     lines += ["", f"Per table, with --workers {workers} and --gpus-per-run {gpus_per_run:g}:", "",
               f"| table | runs | hours on {device} (wall) | H100 GPU-hours | H100 wall hours |", "|---|---|---|---|---|"]
     for table, t in totals.items():
-        lines.append(f"| {table} | {t['runs']} | {t['wall_hours_here']:.1f} | {t['h100_gpu_hours']:.1f} | "
+        here = "-" if t["wall_hours_here"] is None else f"{t['wall_hours_here']:.1f}"
+        lines.append(f"| {table} | {t['runs']} | {here} | {t['h100_gpu_hours']:.1f} | "
                      f"{t['h100_wall_hours']:.1f} |")
     return "\n".join(lines) + "\n"

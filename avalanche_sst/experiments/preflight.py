@@ -315,16 +315,21 @@ def preflight_sweeps(name: str, sweeps: list, out: Path, iterations: int = 2, ba
 
 def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: Optional[int] = None,
                   device: Optional[str] = None, workers: Optional[int] = None, gpus_per_run: float = 0.0,
-                  command: str = "", data=None, log: Callable[[str], None] = print) -> list:
+                  command: str = "", data=None, log: Callable[[str], None] = print, run: bool = True) -> list:
     """Preflight every ``{name: [(sweep, preset)]}``, then write ``<out>/preflight.md`` (the forecast)
-    and ``preflight.json``; prints the failures, each with its command, at the end. Returns the results."""
+    and ``preflight.json``; prints the failures, each with its command, at the end. Returns the results.
+
+    ``run=False`` (``--forecast-only``): no run, the forecast's sample-passes and H100 estimate only.
+    """
     from avalanche_sst.experiments import forecast as F
     from avalanche_sst.experiments.sweep import build_benchmark, build_model
 
     out = Path(out)
     results, full, h100, seeds = [], {}, {}, {}
     for name, sweeps in sweeps_by_name.items():
-        results += preflight_sweeps(name, sweeps, out / "preflight", iterations, batch, device, data, command, log)
+        if run:
+            results += preflight_sweeps(name, sweeps, out / "preflight", iterations, batch, device, data, command,
+                                        log)
         for sweep, preset in sweeps:
             seeds[name] = len(preset.seeds)
             sweep_data, _ = load_or_standin(preset, data)
@@ -344,7 +349,7 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
     w = workers or 1
     gpr = gpus_per_run if gpus_per_run > 0 else 1.0
     text = F.forecast_markdown(rows, F.table_totals(rows, w, gpr), str(used), w, gpr, command)
-    text += "\n" + failures_text(results) + "\n"
+    text += "\n" + (failures_text(results) if run else "Forecast only: nothing was run.") + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "preflight.md").write_text(text)
     write_results_json(results, out / "preflight.json")
@@ -372,6 +377,8 @@ def add_preflight_arguments(parser) -> None:
                             "write <out>/preflight.md with the forecast of the full runs; trains nothing else")
     group.add_argument("--preflight-iterations", type=_positive_int, default=2,
                        help="batches per epoch in the preflight (default 2)")
+    group.add_argument("--forecast-only", action="store_true",
+                       help="with --preflight: run nothing, write the forecast's sample-passes and H100 estimate")
     group.add_argument("--preflight-batch", type=_positive_int, default=None,
                        help="batch size of the preflight (default: the preset's); smaller for big models on a CPU")
 

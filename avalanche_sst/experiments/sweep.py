@@ -393,7 +393,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = "python experiments/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.preflight:
         results = run_preflight({preset.name: [("sweep", preset)]}, out, args.preflight_iterations,
-                                args.preflight_batch, args.device, args.workers, args.gpus_per_run, command.strip())
+                                args.preflight_batch, args.device, args.workers, args.gpus_per_run, command.strip(),
+                                run=not args.forecast_only)
         return 0 if all(r.ok for r in results) else 1
     if args.report_only:
         finished, missing = collect_finished(preset, out)
