@@ -80,3 +80,16 @@ def test_preflight_runs_every_method_writes_the_forecast_and_collects_errors(mak
     assert "| - | - | - |" in failed_row  # forecast from the preset, nothing measured
     assert "1 of 2 runs FAILED" in text and "reproduce: the command" in text
     assert any("[preflight mine/sweep finetune] passed" in line for line in logs)
+
+
+def test_cli_refuses_a_preflight_batch_below_one(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "paper_tables.py"
+    spec = importlib.util.spec_from_file_location("paper_tables_cli", path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    with pytest.raises(SystemExit):
+        cli.main(["table3", "--preset", "paper", "--preflight", "--preflight-batch", "0"])
+    assert "--preflight-batch: must be >= 1, got 0" in capsys.readouterr().err

@@ -295,7 +295,6 @@ def preflight_sweeps(name: str, sweeps: list, out: Path, iterations: int = 2, ba
         shutil.rmtree(out / name / sweep, ignore_errors=True)  # a preflight always runs, never reuses
         sweep_data, label = load_or_standin(preset, data)
         for method in preset.methods:
-            tag = f"[preflight {name}/{sweep} {method}{' | ' + label if label else ''}]"
             try:
                 pre = preflight_preset(preset, sweep_data, iterations, batch, device=device)
                 factor = epoch_factor(preset, 2)
@@ -306,10 +305,7 @@ def preflight_sweeps(name: str, sweeps: list, out: Path, iterations: int = 2, ba
                                     error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-4)}")
             r.table, r.sweep, r.method, r.command = name, sweep, method, command
             results.append(r)
-            log(f"{tag} {'passed' if r.ok else 'FAILED'}: " + (
-                f"{r.steps} steps, checkpoint resumed, {r.sample_passes:.0f} sample-passes in "
-                f"{r.train_seconds:.1f} s, peak {r.peak_memory_mb:.0f} MB ({r.memory_kind}), batch {r.batch_size}"
-                if r.ok else r.error.splitlines()[0]))
+            log(run_line(r))
     return results
 
 
@@ -349,12 +345,28 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
     w = workers or 1
     gpr = gpus_per_run if gpus_per_run > 0 else 1.0
     text = F.forecast_markdown(rows, F.table_totals(rows, w, gpr), str(used), w, gpr, command)
+    if run:
+        text += "\nRuns:\n\n" + "".join(f"- `{run_line(r)}`\n" for r in results)
     text += "\n" + (failures_text(results) if run else "Forecast only: nothing was run.") + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "preflight.md").write_text(text)
     write_results_json(results, out / "preflight.json")
     log(text)
     return results
+
+
+def run_line(r: PreflightResult) -> str:
+    """One run's preflight outcome, as printed and as listed in ``preflight.md``."""
+    tag = f"[preflight {r.table}/{r.sweep} {r.method}{' | ' + r.data_label if r.data_label else ''}]"
+    if not r.ok:
+        return f"{tag} FAILED: {r.error.splitlines()[0] if r.error else ''}"
+    return (f"{tag} passed: {r.steps} steps, checkpoint resumed, {r.sample_passes:.0f} sample-passes in "
+            f"{r.train_seconds:.1f} s, peak {r.peak_memory_mb:.0f} MB ({r.memory_kind}), batch {r.batch_size}")
+
+
+def read_results_json(path: Path) -> list:
+    """The results :func:`write_results_json` wrote."""
+    return [PreflightResult(**d) for d in json.loads(Path(path).read_text())]
 
 
 def failures_text(results: list) -> str:
