@@ -49,7 +49,7 @@ def _tiny_preset(methods, **changes) -> Preset:
 def test_forecast_sample_passes_equal_the_cost_meter_of_a_real_run(method, make_data, tmp_path):
     data = make_data(24, seed=0), make_data(6, seed=1)
     preset = _tiny_preset((method,))
-    train, valid = F.step_sizes(preset, data)
+    train, valid = F.step_sizes(build_benchmark(preset, 0, data))
     forecast, exact = F.run_sample_passes(method, preset, train, valid)
     run = run_one(preset, method, 0, build_benchmark(preset, 0, data), tmp_path, log=lambda s: None)
     assert exact and forecast == pytest.approx(sum(run.costs), rel=1e-9)
@@ -74,7 +74,7 @@ def test_preflight_runs_every_method_writes_the_forecast_and_collects_errors(mak
     assert not bad.ok and "ewc_lambda" in bad.error
     text = (tmp_path / "preflight.md").read_text()
     finetune_row = next(line for line in text.splitlines() if "`finetune`" in line)
-    forecast, _ = F.run_sample_passes("finetune", preset, *F.step_sizes(preset, data))
+    forecast, _ = F.run_sample_passes("finetune", preset, *F.step_sizes(build_benchmark(preset, 0, data)))
     assert finetune_row.startswith(f"| mine | sweep | `finetune` | 1 | {forecast:.3g} | ")
     failed_row = next(line for line in text.splitlines() if "`ewc:ewc_lambda=-`" in line)
     assert "| - | - | - |" in failed_row  # forecast from the preset, nothing measured

@@ -65,11 +65,8 @@ def run_sample_passes(method: str, preset: Preset, train_sizes: Sequence[int],
     return float(_method_units(method, preset, train, valid, 0.0)), False
 
 
-def step_sizes(preset: Preset, data) -> tuple[list[int], Optional[list[int]]]:
-    """Training and validation samples of each step of ``preset``'s scenario on ``data``."""
-    from avalanche_sst.experiments.sweep import build_benchmark
-
-    bench = build_benchmark(preset, preset.seeds[0], data)
+def step_sizes(bench) -> tuple[list[int], Optional[list[int]]]:
+    """Training and validation samples of each step of a benchmark (``sweep.build_benchmark``)."""
     valid = getattr(bench, "valid_stream", None)
     return [len(e.dataset) for e in bench.train_stream], (None if valid is None else [len(e.dataset) for e in valid])
 

@@ -330,8 +330,8 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
             seeds[name] = len(preset.seeds)
             sweep_data, _ = load_or_standin(preset, data)
             try:
-                train, valid = F.step_sizes(preset, sweep_data)
                 bench = build_benchmark(preset, preset.seeds[0], sweep_data)
+                train, valid = F.step_sizes(bench)
                 model = build_model(preset, bench, preset.seeds[0])
                 shape = tuple(bench.test_stream[0].dataset[0][0].shape)
                 flops, ops = F.model_flops_and_ops(model, shape)
