@@ -366,7 +366,10 @@ def run_line(r: PreflightResult) -> str:
 
 def read_results_json(path: Path) -> list:
     """The results :func:`write_results_json` wrote."""
-    return [PreflightResult(**d) for d in json.loads(Path(path).read_text())]
+    from dataclasses import fields
+
+    known = {f.name for f in fields(PreflightResult)}  # files from older versions may hold more
+    return [PreflightResult(**{k: v for k, v in d.items() if k in known}) for d in json.loads(Path(path).read_text())]
 
 
 def failures_text(results: list) -> str:
