@@ -36,9 +36,9 @@ CUDA = torch.device("cuda", 0)
 _DEVICE_GET = torch.Tensor.device.__get__
 _DATA_SET = torch.Tensor.data.__set__
 # Operations real CUDA allows across devices (copies, indexing with CPU indices, moves).
-_MIXING_ALLOWED = {torch.Tensor.copy_, torch.Tensor.__deepcopy__, torch._has_compatible_shallow_copy_type, torch.Tensor.to, torch.Tensor.__getitem__, torch.Tensor.__setitem__,
-                   torch.Tensor.index_put_, torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.__repr__,
-                   torch.Tensor.__format__}
+_MIXING_ALLOWED = {torch.Tensor.copy_, torch.Tensor.__deepcopy__, torch._has_compatible_shallow_copy_type,
+                   torch.Tensor.to, torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.index_put_,
+                   torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.__repr__, torch.Tensor.__format__}
 _FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.rand, torch.randn, torch.randint,
               torch.randperm, torch.arange, torch.linspace, torch.eye, torch.tensor, torch.as_tensor}
 
@@ -76,10 +76,8 @@ def _is_cuda(device) -> bool:
 
 
 def _is_device(value) -> bool:
-    return isinstance(value, (str, torch.device)) and not isinstance(value, torch.dtype) and _is_devicelike(value)
-
-
-def _is_devicelike(value) -> bool:
+    if not isinstance(value, (str, torch.device)):
+        return False
     try:
         torch.device(value)
         return True

@@ -21,7 +21,8 @@ def _first_use_of_each_method() -> dict:
     for table_id, spec in TABLES.items():
         for overrides, methods in sweep_groups(spec, "tiny").items():
             for name in methods:
-                found.setdefault(parse_variant(name)[0], (table_id, name, spec.preset("tiny").replace(**dict(overrides))))
+                preset = spec.preset("tiny").replace(**dict(overrides))
+                found.setdefault(parse_variant(name)[0], (table_id, name, preset))
     return found
 
 

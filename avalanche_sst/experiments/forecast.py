@@ -175,7 +175,8 @@ def forecast_markdown(rows: list[dict], totals: dict, device: str, workers: int,
                      f"{'' if r['exact'] else '~'}{r['sample_passes']:.3g} | {meas} | {peak} | "
                      f"{here} | {h100} |")
     lines += ["", f"Per table, with --workers {workers} and --gpus-per-run {gpus_per_run:g}:", "",
-              f"| table | runs | hours on {device} (wall) | H100 GPU-hours | H100 wall hours |", "|---|---|---|---|---|"]
+              f"| table | runs | hours on {device} (wall) | H100 GPU-hours | H100 wall hours |",
+              "|---|---|---|---|---|"]
     for table, t in totals.items():
         here = "-" if t["wall_hours_here"] is None else f"{t['wall_hours_here']:.1f}"
         lines.append(f"| {table} | {t['runs']} | {here} | {t['h100_gpu_hours']:.1f} | "
