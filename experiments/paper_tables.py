@@ -3,6 +3,7 @@
     python experiments/paper_tables.py table1 [--preset cpu|paper|tiny] [--seeds 0 1 2] [--out results/paper]
     python experiments/paper_tables.py all --preset cpu
     python experiments/paper_tables.py --list          # tables, presets and CPU-time estimates
+    python experiments/paper_tables.py all --preset paper --preflight   # every run for 2 iterations + forecast
     python experiments/paper_tables.py m2kd_fig4 --preset paper --out results/paper-5cls \
         --set "scenario_kwargs={'classes_per_step': 5}"   # any preset field, as experiments/sweep.py's --set
 
@@ -24,6 +25,7 @@ from avalanche_sst.experiments import paper as P
 from avalanche_sst.experiments.executor import add_executor_arguments, executor_options, ray_session
 from avalanche_sst.experiments.paper import PRESET_NAMES, TABLES, estimate_cpu_seconds, run_table
 from avalanche_sst.experiments.paper.specs import TableSpec
+from avalanche_sst.experiments.preflight import add_preflight_arguments, paper_sweeps, run_preflight
 from avalanche_sst.experiments.tables import scenario_text
 
 
@@ -49,6 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="set any preset field (after the table ids), e.g. "
                              "--set \"scenario_kwargs={'classes_per_step': 5}\"; use a new --out")
     parser.add_argument("--list", action="store_true", help="list the tables with their presets and estimates")
+    add_preflight_arguments(parser)
     add_executor_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -76,6 +79,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = "python experiments/paper_tables.py " + " ".join(argv)
     set_by_table = {tid: changes_for(TABLES[tid]) for tid in ids}  # bad --set fails before any work
     options = executor_options(args)
+    if args.preflight:
+        sweeps = {tid: paper_sweeps(tid, args.preset, {**set_by_table[tid], **changes}) for tid in ids}
+        results = run_preflight(sweeps, args.out, args.preflight_iterations, args.preflight_batch, args.device,
+                                args.workers, args.gpus_per_run, command.strip(), run=not args.forecast_only)
+        return 0 if all(r.ok for r in results) else 1
     with ray_session(**options):  # one Ray instance for all the tables' sweeps
         for tid in ids:
             paths = run_table(tid, args.preset, args.out, seeds=args.seeds, command=command.strip(),

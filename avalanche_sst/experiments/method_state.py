@@ -20,6 +20,10 @@ def params_to_tensors(params: dict) -> dict:
     return {k: p.data.detach().cpu().clone() for k, p in (params or {}).items()}
 
 
-def tensors_to_params(tensors: dict) -> dict:
-    """``{name: tensor}`` -> ``{name: ParamData}``, as Avalanche's plugins hold them."""
-    return {k: ParamData(k, t.shape, init_tensor=t) for k, t in tensors.items()}
+def tensors_to_params(tensors: dict, device) -> dict:
+    """``{name: tensor}`` -> ``{name: ParamData}`` on ``device``, as Avalanche's plugins hold them.
+
+    ``device`` has no default: checkpoints load on the CPU, and a plugin whose state
+    lives on the model's device (EWC) mixes devices on a GPU if it is restored there.
+    """
+    return {k: ParamData(k, t.shape, init_tensor=t.to(device), device=device) for k, t in tensors.items()}

@@ -420,6 +420,7 @@ def collect_finished(preset: Preset, out: str | Path) -> tuple[list[RunResult], 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from avalanche_sst.experiments.executor import add_executor_arguments, executor_options
+    from avalanche_sst.experiments.preflight import add_preflight_arguments, run_preflight
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
@@ -437,6 +438,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (by default a mistake prints one line)")
     add_executor_arguments(parser)
+    add_preflight_arguments(parser)
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
     changes = {k: v for k, v in {
@@ -449,6 +451,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check_methods(preset)
     out = Path(args.out or f"results/{preset.name}")
     command = "python experiments/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.preflight:
+        results = run_preflight({preset.name: [("sweep", preset)]}, out, args.preflight_iterations,
+                                args.preflight_batch, args.device, args.workers, args.gpus_per_run, command.strip(),
+                                run=not args.forecast_only)
+        return 0 if all(r.ok for r in results) else 1
     if args.report_only:
         finished, missing = collect_finished(preset, out)
         if not finished:

@@ -302,5 +302,6 @@ class MultiStepSST(PhasedStrategy):
         if state.get("prepared") is None:
             self.prepared = None
             return
-        self.prepared = copy.deepcopy(self.model)
+        # on the strategy's device, as the SST phase leaves it: the model being resumed is still on the CPU
+        self.prepared = copy.deepcopy(self.model).to(self.device)
         self.prepared.load_state_dict(state["prepared"])

@@ -71,7 +71,9 @@ def _lwf_load(strategy, state, done_exps) -> None:
     lwf = plugin_of(strategy, LwFPlugin).lwf
     lwf.expcount = int(state["expcount"])
     if "prev_model" in state:
-        lwf.prev_model = copy.deepcopy(strategy.model)
+        # on the strategy's device: the model being resumed is still on the CPU here, and
+        # Avalanche moves only the trained model, never the teacher
+        lwf.prev_model = copy.deepcopy(strategy.model).to(strategy.device)
         # The teacher was copied before the step's evaluation grew heads for later
         # tasks: those extra heads are never distilled from, the rest must match.
         result = lwf.prev_model.load_state_dict(state["prev_model"], strict=False)
@@ -103,7 +105,8 @@ def _ewc_load(strategy, state, done_exps) -> None:
     for name in ("saved_params", "importances"):
         target = getattr(ewc, name)
         target.clear()
-        target.update({int(t): tensors_to_params(ps) for t, ps in state[name].items()})
+        # Avalanche computes them on the strategy's device (zerolike_params_dict of the model)
+        target.update({int(t): tensors_to_params(ps, strategy.device) for t, ps in state[name].items()})
 
 
 # --- RWalk (Chaudhry et al. 2018): Avalanche's RWalkPlugin with two guards -------

@@ -168,7 +168,8 @@ def load_method_state(strategy, state: dict, done_exps) -> None:
             ncm.load_state_dict({"class_means": ncm.class_means})
     if "icarl_loss" in state:
         loss = strategy._criterion
-        loss.old_model = copy.deepcopy(strategy.model)
+        # on the strategy's device: the model being resumed is still on the CPU here
+        loss.old_model = copy.deepcopy(strategy.model).to(strategy.device)
         loss.old_model.load_state_dict(state["icarl_loss"]["old_model"])
         loss.old_classes = list(state["icarl_loss"]["old_classes"])
 

@@ -155,8 +155,9 @@ def _si_state(strategy) -> dict:
 
 def _si_load(strategy, state, done_exps) -> None:
     si = plugin_of(strategy, SynapticIntelligencePlugin)
-    si.ewc_data = (tensors_to_params(state["params"]), tensors_to_params(state["importance"]))
-    si.syn_data = {name: tensors_to_params(group) for name, group in state["syn"].items()}
+    # Avalanche's SI keeps its state on the CPU on purpose (``.cpu()`` on write, ``.to(device)`` on use)
+    si.ewc_data = (tensors_to_params(state["params"], "cpu"), tensors_to_params(state["importance"], "cpu"))
+    si.syn_data = {name: tensors_to_params(group, "cpu") for name, group in state["syn"].items()}
 
 register(Method("packnet", build_packnet,
                 "PackNet: iterative magnitude pruning, one frozen weight subset per task (Avalanche PackNetPlugin)",

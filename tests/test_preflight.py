@@ -1,0 +1,95 @@
+"""Preflight and forecast (experiments/preflight.py, forecast.py): stand-in data of the real
+shapes, the shrunk preset, errors collected with their command, and the forecast's sample-passes
+equal to what a real run's CostMeter counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avalanche_sst.experiments import forecast as F
+from avalanche_sst.experiments.preflight import (STANDIN_LABEL, load_or_standin, run_preflight, scale_epochs,
+                                                 scale_variant, standin_data)
+from avalanche_sst.experiments.presets import Preset
+from avalanche_sst.experiments.sweep import build_benchmark, run_one
+
+
+def test_standin_data_has_the_real_datasets_shapes_classes_and_sizes():
+    train, test = standin_data("cifar100")
+    assert (len(train), len(test)) == (50000, 10000)
+    assert train[0][0].shape == (3, 32, 32) and train[0][0].dtype == torch.uint8
+    assert sorted(set(train.targets)) == list(range(100)) and train.targets.count(7) == 500
+    tiny_train, _ = standin_data("tiny_imagenet")
+    assert len(tiny_train) == 100000 and tiny_train[99999][0].shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="no stand-in for dataset 'mnist'"):
+        standin_data("mnist")
+
+
+def test_a_missing_dataset_is_replaced_and_labelled(tmp_path):
+    data, label = load_or_standin(Preset(dataset="cifar10", data_root=str(tmp_path)))
+    assert label == STANDIN_LABEL and len(data[0]) == 50000
+
+
+def test_epochs_are_scaled_together_keeping_their_order():
+    p = Preset(epochs_scratch=80, epochs_finetune=95, sst_epochs=5, aod_epochs=5,
+               method_kwargs={"m2kd": {"finetune_epochs": 15, "lam": 1.0}, "x": {"epochs": (50, 20)}})
+    s = scale_epochs(p, 2)  # factor 2/95
+    assert (s.epochs_scratch, s.epochs_finetune, s.sst_epochs, s.aod_epochs) == (2, 2, 1, 1)
+    assert s.method_kwargs == {"m2kd": {"finetune_epochs": 1, "lam": 1.0}, "x": {"epochs": (1, 1)}}
+    assert scale_variant("edge_kt:epochs_student=60,threshold=0.9", lambda v: v // 30) == \
+        "edge_kt:epochs_student=2,threshold=0.9"
+
+
+def _tiny_preset(methods, **changes) -> Preset:
+    return Preset(model="resnet8-w4", methods=methods, ratios=(1, 1), batch_size=16, eval_batch_size=16,
+                  epochs_scratch=2, epochs_finetune=1, sst_epochs=2, aod_epochs=1, **changes)
+
+
+@pytest.mark.parametrize("method", ["finetune", "lwf", "ewc", "cumulative", "sst", "sst:use_msl=False"])
+def test_forecast_sample_passes_equal_the_cost_meter_of_a_real_run(method, make_data, tmp_path):
+    data = make_data(24, seed=0), make_data(6, seed=1)
+    preset = _tiny_preset((method,))
+    train, valid = F.step_sizes(build_benchmark(preset, 0, data))
+    forecast, exact = F.run_sample_passes(method, preset, train, valid)
+    run = run_one(preset, method, 0, build_benchmark(preset, 0, data), tmp_path, log=lambda s: None)
+    assert exact and forecast == pytest.approx(sum(run.costs), rel=1e-9)
+
+
+def test_h100_time_is_flops_at_the_stated_utilisation_or_the_launch_floor():
+    flops, ops = F.model_flops_and_ops(torch.nn.Linear(4, 3), (4,), batch=2)
+    assert flops == 48  # forward 2*4*3 + weight gradient 2*4*3 per sample (the input needs no gradient)
+    assert ops > 0
+    assert F.h100_seconds_per_sample_pass(1e9, 100, 10) == pytest.approx(100 * 5e-6 / 10)
+    assert F.h100_seconds_per_sample_pass(1e12, 100, 10) == pytest.approx(1e12 / (494.7e12 * 0.25))
+
+
+def test_preflight_runs_every_method_writes_the_forecast_and_collects_errors(make_data, tmp_path):
+    data = make_data(24, seed=0), make_data(6, seed=1)
+    preset = _tiny_preset(("finetune", "ewc:ewc_lambda=-"))  # the second cannot be built
+    logs = []
+    results = run_preflight({"mine": [("sweep", preset)]}, tmp_path, iterations=1, command="the command",
+                            data=data, log=logs.append)
+    ok, bad = results
+    assert ok.ok and ok.steps == 2 and ok.sample_passes > 0 and ok.train_seconds > 0
+    assert not bad.ok and "ewc_lambda" in bad.error
+    text = (tmp_path / "preflight.md").read_text()
+    finetune_row = next(line for line in text.splitlines() if "`finetune`" in line)
+    forecast, _ = F.run_sample_passes("finetune", preset, *F.step_sizes(build_benchmark(preset, 0, data)))
+    assert finetune_row.startswith(f"| mine | sweep | `finetune` | 1 | {forecast:.3g} | ")
+    failed_row = next(line for line in text.splitlines() if "`ewc:ewc_lambda=-`" in line)
+    assert "| - | - | - |" in failed_row  # forecast from the preset, nothing measured
+    assert "1 of 2 runs FAILED" in text and "reproduce: the command" in text
+    assert any("[preflight mine/sweep finetune] passed" in line for line in logs)
+
+
+def test_cli_refuses_a_preflight_batch_below_one(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "paper_tables.py"
+    spec = importlib.util.spec_from_file_location("paper_tables_cli", path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    with pytest.raises(SystemExit):
+        cli.main(["table3", "--preset", "paper", "--preflight", "--preflight-batch", "0"])
+    assert "--preflight-batch: must be >= 1, got 0" in capsys.readouterr().err
