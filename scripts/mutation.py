@@ -62,13 +62,17 @@ def module_id(module: str) -> str:
 
 
 def select_modules(wanted: str | None) -> list[str]:
+    """``wanted``: a module, a folder (``functional``) or a comma-separated list of them; None: all."""
     if not wanted:
         return list(MODULES)
-    m = module_id(wanted)
-    chosen = [x for x in MODULES if x == m or x.startswith(m.rstrip("/") + "/")]
-    if not chosen:
-        raise SystemExit(f"MODULE={wanted!r} is not in the mutation scope; pick one of: {', '.join(MODULES)} "
-                         f"(or a folder such as functional)")
+    chosen: list[str] = []
+    for part in wanted.split(","):
+        m = module_id(part)
+        found = [x for x in MODULES if x == m or x.startswith(m.rstrip("/") + "/")]
+        if not found:
+            raise SystemExit(f"MODULE={part!r} is not in the mutation scope; pick one of: {', '.join(MODULES)} "
+                             f"(or a folder such as functional)")
+        chosen += [x for x in found if x not in chosen]
     return chosen
 
 

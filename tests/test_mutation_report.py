@@ -67,3 +67,8 @@ def test_every_equivalent_entry_is_complete() -> None:
         assert e["module"] in mutation.MODULES and e["before"] != e["after"] and len(e["reason"]) > 20
     keys = [(e["module"], e["function"], e["before"], e["after"]) for e in entries]
     assert len(keys) == len(set(keys))
+
+
+def test_a_comma_separated_list_selects_each_module_once() -> None:
+    assert mutation.select_modules("functional/quantization,functional/reinit,functional/quantization") == \
+        ["functional/quantization", "functional/reinit"]
