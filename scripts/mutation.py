@@ -83,12 +83,14 @@ def public_names(source: str) -> list[str]:
 
 
 def covering_test_files(module: str, tests: dict[str, str], source: str) -> list[str]:
-    """Test files that name the module's dotted path or one of its public functions/classes."""
+    """Test files that import the package and name the module's dotted path or one of its public
+    functions/classes."""
     dotted = f"{PACKAGE}.{module.replace('/', '.')}"
     names = public_names(source)
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b") if names else None
-    return sorted(name for name, text in tests.items()
-                  if dotted in text or (pattern is not None and pattern.search(text)))
+    imports = re.compile(rf"^\s*(from|import) {PACKAGE}\b", re.MULTILINE)
+    return sorted(name for name, text in tests.items() if imports.search(text)
+                  and (dotted in text or (pattern is not None and pattern.search(text))))
 
 
 def test_files_for(module: str) -> list[str]:

@@ -56,7 +56,8 @@ def test_score_excludes_equivalent_survivors_and_lists_the_open_ones() -> None:
 
 def test_covering_tests_name_the_module_or_its_public_names() -> None:
     source = "def encode(x):\n    pass\n\ndef _private(y):\n    pass\n"
-    tests = {"test_a.py": "from m import encode", "test_b.py": "_private()", "test_c.py": "avalanche_sst.functional.q"}
+    tests = {"test_a.py": "from avalanche_sst.functional.q import encode", "test_b.py": "import avalanche_sst\n_private()",
+             "test_c.py": "import avalanche_sst.functional.q", "test_d.py": "'avalanche_sst.functional.q' encode"}
     assert mutation.covering_test_files("functional/q", tests, source) == ["test_a.py", "test_c.py"]
 
 
