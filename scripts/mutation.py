@@ -135,7 +135,7 @@ def run_module(module: str, resume: bool) -> dict:
                               stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = (work / "mutmut.log").read_text(errors="replace")[-3000:]
-        raise SystemExit(f"mutmut failed on {module} (exit {proc.returncode}); log {work / 'mutmut.log'}:\n{tail}")
+        raise RuntimeError(f"mutmut failed on {module} (exit {proc.returncode}); log {work / 'mutmut.log'}:\n{tail}")
     result = collect(module, work, test_files)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{module.replace('/', '.')}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -284,9 +284,16 @@ def main(argv: list[str] | None = None) -> None:
     tests.add_argument("module")
     args = parser.parse_args(argv)
     if args.command == "run":
+        failed = []
         for module in select_modules(args.module):
-            run_module(module, args.resume)
+            try:
+                run_module(module, args.resume)
+            except RuntimeError as err:  # the other modules still run; the report says what was reached
+                print(f"[mutation] {err}", file=sys.stderr, flush=True)
+                failed.append(module)
         write_report()
+        if failed:
+            raise SystemExit(f"mutmut failed on {', '.join(failed)} (logs in .mutation/<module>/mutmut.log)")
     elif args.command == "report":
         write_report()
     else:
