@@ -29,7 +29,7 @@ def test_encode_boundaries_of_the_codebook() -> None:
         encode([0.1, 0.2], torch.tensor([0.0]))
     # a one-entry codebook: every value gets code 0
     assert torch.equal(encode(torch.tensor([-3.0, 0.0, 7.0]), torch.tensor([1.0])), torch.zeros(3, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="cannot encode values with an empty codebook"):
+    with pytest.raises(ValueError, match="^cannot encode values with an empty codebook$"):
         encode(torch.tensor([1.0]), torch.zeros(0))
     nothing = encode(torch.zeros(0), torch.zeros(0))
     assert nothing.shape == (0,) and nothing.dtype == torch.uint8
@@ -79,6 +79,16 @@ def test_kmeans_exact_codebook_up_to_two_to_the_bits_distinct_values() -> None:
     # a single value is a one-entry codebook
     book, codes = kmeans_codebook(torch.tensor([0.3]), 2)
     assert book.tolist() == [pytest.approx(0.3)] and codes.tolist() == [0]
+
+
+def test_kmeans_empty_layer_and_the_linear_grid_initialisation() -> None:
+    book, codes = kmeans_codebook(torch.zeros(0), 2)
+    assert book.shape == codes.shape == (0,) and book.dtype == torch.float32 and codes.dtype == torch.uint8
+    # 2 bits on 0, 1, 2, 6, 7, 8, 20: Lloyd from the grid 0, 6.67, 13.33, 20 leaves 13.33 empty; scikit-learn
+    # moves it to a point far from its centre (2), giving {0, 1}, {2}, {6, 7, 8}, {20}. A k-means++ start
+    # (random_state 0) ends elsewhere: 1, 6.5, 8, 20.
+    book, codes = kmeans_codebook(torch.tensor([0.0, 1.0, 2.0, 6.0, 7.0, 8.0, 20.0]), 2)
+    assert book.tolist() == [0.5, 2.0, 7.0, 20.0] and codes.tolist() == [0, 0, 1, 2, 2, 2, 3]
 
 
 def test_quantize_defaults_to_kmeans() -> None:
