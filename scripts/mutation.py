@@ -1,6 +1,7 @@
 """Mutation testing of the four methods with mutmut 3, and the report docs/testing.md.
 
     python scripts/mutation.py run [--module functional/quantization] [--resume]
+    python scripts/mutation.py recheck --module functional/quantization  # survivors again, current tests
     python scripts/mutation.py report
     python scripts/mutation.py tests functional/quantization   # the test files a module's run uses
 
@@ -122,26 +123,58 @@ def prepare(module: str, test_files: list[str], resume: bool) -> Path:
     return work
 
 
-def run_module(module: str, resume: bool) -> dict:
-    test_files = test_files_for(module)
-    if not test_files:
-        raise SystemExit(f"no test file names {module}: add tests before mutating it")
-    work = prepare(module, test_files, resume)
+def _mutmut(module: str, work: Path, names: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts its copy first
     env.setdefault("OMP_NUM_THREADS", "1")
-    print(f"[mutation] {module}: tests {' '.join(test_files)}", flush=True)
-    with open(work / "mutmut.log", "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1"], cwd=work, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    with open(work / "mutmut.log", "a") as log:
+        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names], cwd=work,
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = (work / "mutmut.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"mutmut failed on {module} (exit {proc.returncode}); log {work / 'mutmut.log'}:\n{tail}")
+
+
+def _record(module: str, work: Path, test_files: list[str]) -> dict:
     result = collect(module, work, test_files)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{module.replace('/', '.')}.json").write_text(json.dumps(result, indent=1) + "\n")
     counts = Counter(m["status"] for m in result["mutants"])
     print(f"[mutation] {module}: {len(result['mutants'])} mutants, {dict(counts)}", flush=True)
     return result
+
+
+def run_module(module: str, resume: bool) -> dict:
+    test_files = test_files_for(module)
+    if not test_files:
+        raise SystemExit(f"no test file names {module}: add tests before mutating it")
+    work = prepare(module, test_files, resume)
+    (work / "mutmut.log").unlink(missing_ok=True)
+    print(f"[mutation] {module}: tests {' '.join(test_files)}", flush=True)
+    _mutmut(module, work, [])
+    return _record(module, work, test_files)
+
+
+def recheck_module(module: str) -> dict:
+    """Run the survivors (and timeouts) of the module's last run again against the current tests.
+
+    Mutants not checked yet (an interrupted run) stay so; the source must be the one mutated."""
+    work = SCRATCH / module.replace("/", ".")
+    path = f"{PACKAGE}/{module}.py"
+    if not (work / "mutants" / f"{path}.meta").exists():
+        raise RuntimeError(f"no earlier run of {module} in {work}: run `make mutation MODULE={module}` first")
+    if (work / path).read_text() != (ROOT / path).read_text():
+        raise RuntimeError(f"{path} changed since its mutation run: run `make mutation MODULE={module}` again")
+    test_files = test_files_for(module)
+    shutil.rmtree(work / "tests")
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (work / "pyproject.toml").write_text(mutmut_config(module, test_files))
+    meta = json.loads((work / "mutants" / f"{path}.meta").read_text())
+    names = [k for k, v in meta["exit_code_by_key"].items() if STATUS.get(v, "suspicious") not in
+             ("killed", "not checked")]
+    print(f"[mutation] {module}: rechecking {len(names)} mutants against {' '.join(test_files)}", flush=True)
+    if names:
+        _mutmut(module, work, names)
+    return _record(module, work, test_files)
 
 
 def changed_lines(diff: str) -> tuple[str, str]:
@@ -279,21 +312,23 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("run", help="mutate the scope (or --module) and record docs/mutation/<module>.json")
     run.add_argument("--module", default=None, help="one module or folder, e.g. functional/quantization")
     run.add_argument("--resume", action="store_true", help="keep mutmut's state of an interrupted run")
+    recheck = sub.add_parser("recheck", help="run the last run's survivors again against the current tests")
+    recheck.add_argument("--module", required=True, help="one module or folder, e.g. functional/quantization")
     sub.add_parser("report", help="write docs/testing.md from docs/mutation/*.json")
     tests = sub.add_parser("tests", help="print the test files a module's run uses")
     tests.add_argument("module")
     args = parser.parse_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "recheck"):
         failed = []
         for module in select_modules(args.module):
             try:
-                run_module(module, args.resume)
+                run_module(module, args.resume) if args.command == "run" else recheck_module(module)
             except RuntimeError as err:  # the other modules still run; the report says what was reached
                 print(f"[mutation] {err}", file=sys.stderr, flush=True)
                 failed.append(module)
         write_report()
         if failed:
-            raise SystemExit(f"mutmut failed on {', '.join(failed)} (logs in .mutation/<module>/mutmut.log)")
+            raise SystemExit(f"not finished: {', '.join(failed)} (see the messages above)")
     elif args.command == "report":
         write_report()
     else:

@@ -293,6 +293,7 @@ def test_prune_plan_to_dict_keys() -> None:
     assert set(d) == {"threshold", "widths", "kept", "rule_widths"}
     assert d["threshold"] == 0.9 and d["kept"] == plan.kept and d["rule_widths"] == plan.rule_widths
     assert LayerWidths.from_dict(d["widths"]) == plan.widths
+    assert prune_plan(resnet_cifar(8, width=4, in_channels=1), _images(2)).threshold == 1.0  # the default P
 
 
 def test_wide_resnet_stem_joins_group_1_when_the_first_block_keeps_the_width() -> None:
