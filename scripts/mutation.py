@@ -134,12 +134,28 @@ def _mutmut(module: str, work: Path, names: list[str]) -> None:
         raise RuntimeError(f"mutmut failed on {module} (exit {proc.returncode}); log {work / 'mutmut.log'}:\n{tail}")
 
 
-def _record(module: str, work: Path, test_files: list[str]) -> dict:
+def _record(module: str, work: Path, test_files: list[str], previous: dict | None = None,
+            rerun: tuple = ()) -> dict:
+    """Write the module's result; with ``previous`` (a recheck), mutants not in ``rerun`` keep
+    their earlier status (mutmut resets them when its configuration changes)."""
     result = collect(module, work, test_files)
+    if previous is not None:
+        merge_statuses(result, previous, rerun)
+        result["rechecked"] = {"mutants": len(rerun), "date": result["date"], "first_run": previous.get("date")}
+        result["commit"], result["date"] = previous.get("commit", result["commit"]), previous.get("date", result["date"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{module.replace('/', '.')}.json").write_text(json.dumps(result, indent=1) + "\n")
     counts = Counter(m["status"] for m in result["mutants"])
     print(f"[mutation] {module}: {len(result['mutants'])} mutants, {dict(counts)}", flush=True)
+    return result
+
+
+def merge_statuses(result: dict, previous: dict, rerun: tuple) -> dict:
+    """Mutants not in ``rerun`` take their status from ``previous`` (in place; returns ``result``)."""
+    before = {m["name"]: m["status"] for m in previous["mutants"]}
+    for m in result["mutants"]:
+        if m["name"] not in rerun and m["name"] in before:
+            m["status"] = before[m["name"]]
     return result
 
 
@@ -160,7 +176,8 @@ def recheck_module(module: str) -> dict:
     Mutants not checked yet (an interrupted run) stay so; the source must be the one mutated."""
     work = SCRATCH / module.replace("/", ".")
     path = f"{PACKAGE}/{module}.py"
-    if not (work / "mutants" / f"{path}.meta").exists():
+    recorded = RESULTS / f"{module.replace('/', '.')}.json"
+    if not (work / "mutants" / f"{path}.meta").exists() or not recorded.exists():
         raise RuntimeError(f"no earlier run of {module} in {work}: run `make mutation MODULE={module}` first")
     if (work / path).read_text() != (ROOT / path).read_text():
         raise RuntimeError(f"{path} changed since its mutation run: run `make mutation MODULE={module}` again")
@@ -168,13 +185,12 @@ def recheck_module(module: str) -> dict:
     shutil.rmtree(work / "tests")
     shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (work / "pyproject.toml").write_text(mutmut_config(module, test_files))
-    meta = json.loads((work / "mutants" / f"{path}.meta").read_text())
-    names = [k for k, v in meta["exit_code_by_key"].items() if STATUS.get(v, "suspicious") not in
-             ("killed", "not checked")]
+    previous = json.loads(recorded.read_text())
+    names = [m["name"] for m in previous["mutants"] if m["status"] not in ("killed", "not checked")]
     print(f"[mutation] {module}: rechecking {len(names)} mutants against {' '.join(test_files)}", flush=True)
     if names:
         _mutmut(module, work, names)
-    return _record(module, work, test_files)
+    return _record(module, work, test_files, previous, tuple(names))
 
 
 def changed_lines(diff: str) -> tuple[str, str]:

@@ -52,7 +52,7 @@ def test_fitness_rejects_bad_input_with_its_message() -> None:
     with pytest.raises(ValueError, match="need one accuracy and one sparsity per candidate, got 2 and 1"):
         fitness([0.1, 0.2], [1.0])
     for acc, spa in (([-0.1, 1.0], [1.0, 1.0]), ([0.1, 1.0], [1.0, -1.0])):
-        with pytest.raises(ValueError, match="accuracies and sparsities must be non-negative"):
+        with pytest.raises(ValueError, match="^accuracies and sparsities must be non-negative$"):
             fitness(acc, spa)
 
 

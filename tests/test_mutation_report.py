@@ -73,3 +73,10 @@ def test_every_equivalent_entry_is_complete() -> None:
 def test_a_comma_separated_list_selects_each_module_once() -> None:
     assert mutation.select_modules("functional/quantization,functional/reinit,functional/quantization") == \
         ["functional/quantization", "functional/reinit"]
+
+
+def test_a_recheck_keeps_the_earlier_status_of_mutants_it_did_not_rerun() -> None:
+    previous = _result(["killed", "survived", "survived"])
+    fresh = _result(["not checked", "killed", "not checked"])  # mutmut reset what it did not rerun
+    merged = mutation.merge_statuses(fresh, previous, rerun=("m1", "m2"))
+    assert [m["status"] for m in merged["mutants"]] == ["killed", "killed", "not checked"]
