@@ -41,15 +41,16 @@ def _result(statuses):
 
 
 def test_score_excludes_equivalent_survivors_and_lists_the_open_ones() -> None:
-    # 10 mutants: 7 killed, 2 survived (one equivalent), 1 timed out
-    result = _result(["killed"] * 7 + ["survived", "survived", "timeout"])
+    # 12 mutants: 7 killed, 2 survived (one equivalent), 1 timed out, 2 not checked (run stopped)
+    result = _result(["killed"] * 7 + ["survived", "survived", "timeout", "not checked", "not checked"])
     notes = {("functional/x", "f", "a", "b7"): {"reason": "cannot change a result"}}
     s = mutation.summarise(result, notes)
-    assert (s["generated"], s["killed"], s["survived"], s["timeout"], s["equivalent"]) == (10, 7, 2, 1, 1)
+    assert (s["generated"], s["not_checked"], s["killed"], s["survived"], s["timeout"], s["equivalent"]) == \
+        (12, 2, 7, 2, 1, 1)
     assert s["score"] == pytest.approx(7 / 9)
     assert [m["after"] for m in s["open"]] == ["b8", "b9"]
     text = mutation.render([result], notes)
-    assert "| `functional/x` | 10 | 7 | 2 | 1 | 0 | 1 | 77.8% | 95% (**below**) |" in text
+    assert "| `functional/x` | 12 | 2 | 7 | 2 | 1 | 0 | 1 | 77.8% | 95% (**below**, partial: 2 not checked) |" in text
     assert "- equivalent — `f`: `a` → `b7`: cannot change a result" in text
     assert "**open (survived)** — `f`: `a` → `b8`" in text and "**open (timeout)** — `f`: `a` → `b9`" in text
 
