@@ -111,3 +111,11 @@ def test_capacity_allows_an_empty_layer_and_counts_2_to_the_bits_entries() -> No
     assert task_capacity_bits([0, 5], bits=2) == 10 + 5 + 2 * 4 * 34
     # 3 bits: 8-entry codebooks (2**3, not 2*3)
     assert task_capacity_bits([4], bits=3) == 12 + 4 + 8 * 35
+
+
+def test_bit_budget_reads_any_non_zero_mask_entry_as_kept() -> None:
+    """used (31, 2, 3), an int64 mask (0, 2, 2), 30 more bits: only position 2 overflows (3 + 30 > 32);
+    the largest used count inside the mask is 3 (31 lies outside it)."""
+    used = torch.tensor([31, 2, 3], dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"^1 positions would exceed the 32-bit budget with 30 more bits \(max used 3\)"):
+        check_bit_budget(used, torch.tensor([0, 2, 2]), 30)
