@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LOCK   := requirements.lock
 
-.PHONY: run test data speed lock clean
+.PHONY: run test data speed lock clean mutation
 
 # The exact versions of requirements.lock, every file checked against its hash, then this
 # package itself without resolving anything anew (setuptools comes from the lock too).
@@ -37,5 +37,11 @@ test: $(STAMP)
 speed: $(STAMP) data
 	$(PY) benchmarks/speed.py
 
+# Mutation testing (mutmut, the dev extra) of the methods' modules, one module at a time against the
+# tests that name it; writes docs/mutation/<module>.json and docs/testing.md. Hours on 2 cores for the
+# whole scope: MODULE=functional/quantization (or a folder: MODULE=functional) runs a part.
+mutation: $(STAMP)
+	nice -n 15 $(PY) scripts/mutation.py run $(if $(MODULE),--module $(MODULE),)
+
 clean:
-	rm -rf $(VENV) results runs
+	rm -rf $(VENV) results runs .mutation

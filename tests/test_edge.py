@@ -437,3 +437,55 @@ def test_j1_outputs_picks_the_logits_j1_reads(make_data) -> None:
     assert every._kt_plugin(True, False).teacher_classes is None  # every output of the teacher
     with pytest.raises(ValueError, match="j1_outputs must be 'known' or 'all'"):
         get_method("edge_kt:j1_outputs=new").build(_context(bench))
+
+
+# ---------------------------------------------------------------- mutation-testing kills
+
+
+def test_incremental_best_epoch_is_chosen_on_validation_not_test(make_data, monkeypatch) -> None:
+    """Sec. 5: the incremental step keeps the epoch whose validation slices score best (plain mean
+    over the experiences seen); here the test stream would pick epoch 1, validation picks epoch 2."""
+    from avalanche_sst.experiments.methods import get_method
+    from avalanche_sst.strategies import edge as edge_module
+
+    bench = _new_class_benchmark(make_data)
+    strategy = get_method("edge_finetune:epochs_incremental=3").build(_context(bench))
+    _train_step(strategy, bench, 0)
+    valid_sizes = {len(e.dataset) for e in bench.valid_stream}
+    test_sizes = {len(e.dataset) for e in bench.test_stream}
+    assert not valid_sizes & test_sizes  # the fake below tells the two apart by size
+    # per epoch: validation means 0.2, 0.9, 0.5 (best: 2); test 0.9, 0.1, 0.2 (best: 1)
+    schedule = {"valid": [0.2, 0.9, 0.5], "test": [0.9, 0.1, 0.2]}
+    calls: dict[int, int] = {}
+
+    def fake_accuracy(model, data, device, batch_size):
+        n = calls[len(data)] = calls.get(len(data), 0) + 1
+        values = schedule["valid" if len(data) in valid_sizes else "test"]
+        return values[n - 1] if n <= len(values) else 0.5
+
+    monkeypatch.setattr(edge_module, "accuracy", fake_accuracy)
+    _train_step(strategy, bench, 1)
+    report = strategy.edge_report["incremental"]
+    assert report["best_epoch"] == 2 and report["best_valid"] == pytest.approx(0.9)
+    assert all(calls[n] == 3 for n in valid_sizes)  # every seen experience's slice, every epoch
+
+
+@pytest.mark.parametrize("classes, expected", [([0, 1, 2], 5.5), (None, 11.5)])
+def test_j1_in_the_plugin_reads_only_the_teachers_classes(classes, expected) -> None:
+    """J1 = batch mean of the per-sample l2 distance over the teacher's classes. The teacher
+    outputs all-zero logits; the student's are [3, 4, 0, 12] and [0, 0, 6, 8]: over classes 0-2
+    the distances are 5 and 6 (J1 = 5.5), over all four outputs 13 and 10 (J1 = 11.5)."""
+    teacher, student = _teacher_and_student()
+    with torch.no_grad():
+        teacher.fc.weight.zero_()
+        teacher.fc.bias.zero_()
+    plugin = EdgeKTPlugin(teacher, l2=0.0, l3=0.0, teacher_classes=classes, train_only_last_convs=False)
+    fake = SimpleNamespace(model=student, device=torch.device("cpu"), clock=SimpleNamespace(train_iterations=0))
+    plugin.before_training_exp(fake)
+    fake.mb_x, fake.mb_y = torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    student(fake.mb_x)  # fills the student's block maps, as the strategy's forward does
+    fake.mb_output = torch.tensor([[3.0, 4.0, 0.0, 12.0], [0.0, 0.0, 6.0, 8.0]])
+    plugin.before_backward(fake)
+    plugin.after_training_exp(fake)
+    assert plugin.last_terms["J1"] == pytest.approx(expected)
+    assert fake.loss.item() == pytest.approx(expected)  # l2 = l3 = 0: the loss is J1 alone

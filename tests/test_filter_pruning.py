@@ -229,3 +229,80 @@ def test_layer_widths_round_trip() -> None:
     d = w.to_dict()
     assert d == {"stem": 3, "groups": [3, 6, 12], "mids": [2, 5, 9]}
     assert LayerWidths.from_dict(d) == w
+
+
+# ---------------------------------------------------------------- mutation-testing kills
+
+
+def _plant(bn: nn.BatchNorm2d, dead: list[int]) -> None:
+    """An eval-mode BatchNorm whose output is -1 on the ``dead`` channels and +1 on the others,
+    whatever it reads: after the ReLU, zero fraction 1 on the dead channels, 0 elsewhere."""
+    with torch.no_grad():
+        bn.weight.zero_()
+        bn.bias.fill_(1.0)
+        bn.bias[dead] = -1.0
+
+
+def test_wide_resnet_block_output_is_measured_after_the_next_batchnorm_at_P_0_7() -> None:
+    """A WRN block's output meets its ReLU at the BatchNorm that reads it (the final ``bn`` for
+    the last group), not as the raw residual sum; 5 of 64 channels dead there -> width 59."""
+    torch.manual_seed(0)
+    model = wide_resnet(10, 1, in_channels=1, num_classes=3)  # one block per group, widths 16/32/64
+    dead = [3, 10, 20, 41, 63]
+    _plant(model.bn, dead)
+    _plant(model.layer2[0].bn2, [0, 5, 7])  # the mid tensor of group 2: 32 filters, 3 dead
+    plan = prune_plan(model, _images(), threshold=0.7)
+    assert plan.rule_widths["out2.0"] == 64 - 5 and plan.widths.groups[2] == 59
+    assert plan.kept["group3"] == [i for i in range(64) if i not in dead]
+    assert plan.widths.mids[1] == 32 - 3 and plan.kept["mid2"] == [i for i in range(32) if i not in (0, 5, 7)]
+
+
+def test_resnet_dead_filter_counts_at_P_0_7_through_the_network() -> None:
+    """Post-activation ResNet, P = 0.7: a block output is relu(bn2 + shortcut BN); planting -1/+1
+    in both makes the sum -2/+2, so exactly the planted channels are dead on every image."""
+    torch.manual_seed(0)
+    model = resnet_cifar(8, width=4, in_channels=1, num_classes=3)  # groups 4/8/16, one block each
+    block = model.layer3[0]
+    _plant(block.bn2, [2, 9, 11])
+    _plant(block.shortcut[1], [2, 9, 11])
+    _plant(model.layer2[0].bn1, [1, 6])
+    plan = prune_plan(model, _images(), threshold=0.7)
+    assert plan.widths.groups[2] == 16 - 3 and plan.kept["group3"] == [i for i in range(16) if i not in (2, 9, 11)]
+    assert plan.widths.mids[1] == 8 - 2 and plan.kept["mid2"] == [0, 2, 3, 4, 5, 7]
+    fractions = measure_zero_fractions(model, _images())
+    assert prunable_counts(fractions["out2.0"], 0.7).tolist() == [3] * 16
+
+
+def test_kept_filters_break_ties_by_index() -> None:
+    """32 filters, every third always zero (fraction 1), the rest never: the 10 kept are the first
+    10 live ones in index order (an unstable sort would pick other tied filters)."""
+    fractions = torch.zeros(4, 32)
+    fractions[:, ::3] = 1.0
+    live = [i for i in range(32) if i % 3]
+    assert kept_filters(fractions, 10) == live[:10]
+
+
+def test_a_teacher_without_groups_names_filter_pruning() -> None:
+    with pytest.raises(ValueError, match="^filter pruning needs a teacher made of residual groups"):
+        measure_zero_fractions(nn.Sequential(nn.Conv2d(1, 2, 3)), _images(2))
+
+
+def test_prune_plan_to_dict_keys() -> None:
+    plan = prune_plan(resnet_cifar(8, width=4, in_channels=1), _images(), 0.9)
+    d = plan.to_dict()
+    assert set(d) == {"threshold", "widths", "kept", "rule_widths"}
+    assert d["threshold"] == 0.9 and d["kept"] == plan.kept and d["rule_widths"] == plan.rule_widths
+    assert LayerWidths.from_dict(d["widths"]) == plan.widths
+    assert prune_plan(resnet_cifar(8, width=4, in_channels=1), _images(2)).threshold == 1.0  # the default P
+
+
+def test_wide_resnet_stem_joins_group_1_when_the_first_block_keeps_the_width() -> None:
+    """WRN-10-1: 16 stem channels feed group 1 (16 wide) through an identity shortcut, so the stem
+    takes group 1's width and filters even where its own rule (6 dead channels -> 10) says fewer."""
+    torch.manual_seed(0)
+    model = wide_resnet(10, 1, in_channels=1, num_classes=3)
+    assert model.layer1[0].equal_in_out
+    _plant(model.layer1[0].bn1, [0, 1, 2, 3, 4, 5])  # the stem's output meets its ReLU here
+    plan = prune_plan(model, _images(), threshold=0.7)
+    assert plan.rule_widths["stem"] == 10
+    assert plan.widths.stem == plan.widths.groups[0] and plan.kept["stem"] == plan.kept["group1"]
