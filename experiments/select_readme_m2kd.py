@@ -11,12 +11,16 @@ seed's scores (final, and each step's new classes right after training on
 them) and the choice go to ``docs/runs/selection/readme_m2kd/``.
 
     python experiments/select_readme_m2kd.py --grid 0.1:3.16:4 --seeds 0 1 2 --fraction 0.05
+
+Each run's result is kept in ``<record>/runs/`` and reused by a rerun (``--only LR`` runs one grid
+point, so the points can run in parallel processes; a last call without it writes the choice).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -73,6 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--fraction", type=float, default=0.05, help="stratified share of the 60k training images")
     p.add_argument("--record", default="docs/runs/selection/readme_m2kd")
+    p.add_argument("--only", type=float, default=None, help="run this grid point only (no choice written)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     _, lrs = parse_grid(f"lr={args.grid}")
@@ -84,12 +89,22 @@ def main(argv=None) -> int:
     rows = []
     for lr in lrs:
         name = f"m2kd:lr={lr:g}"
+        if args.only is not None and lr != args.only:
+            continue
         for seed in args.seeds:
-            result = run(lr, seed, args.fraction)
+            cached = record / "runs" / f"lr={lr:g}_seed={seed}_fraction={args.fraction:g}.json"
+            if cached.exists():
+                result = json.loads(cached.read_text())
+            else:
+                result = run(lr, seed, args.fraction)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps(result))
             finals.setdefault(name, []).append(result["final"])
             rows.append([name, seed, f"{result['final']:.6f}", *(f"{a:.6f}" for a in result["new"])])
             print(name, seed, f"final {100 * result['final']:.2f}",
                   "new", [f"{100 * a:.1f}" for a in result["new"]], flush=True)
+    if args.only is not None:
+        return 0
     with open(record / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["variant", "seed", "final", *(f"new_step{k + 1}" for k in range(len(rows[0]) - 3))])

@@ -30,9 +30,8 @@ Multi-model and Multi-level Knowledge Distillation", BMVC 2020.
   weights, before the snapshot saves them. Pruning changes every layer's
   output at once, and BatchNorm's momentum (0.1) over the few fine-tuning
   iterations of a small run leaves evaluation and the snapshot reading
-  statistics of the unpruned weights (measured on the README example: step
-  1's new classes 77% with them, 96% recomputed); the paper's 15 epochs of
-  ~40 iterations each let the momentum converge to what the pass computes.
+  statistics of the unpruned weights; the paper's 15 epochs of ~40
+  iterations each let the momentum converge to what the pass computes.
 * ``prune_log``: per step, the accuracy on the step's own training data
   (eval mode, statistics recomputed for each reading) before pruning, right
   after it, and at the end of the step, after fine-tuning
