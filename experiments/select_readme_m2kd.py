@@ -12,8 +12,9 @@ them) and the choice go to ``docs/runs/selection/readme_m2kd/``.
 
     python experiments/select_readme_m2kd.py --grid 0.1:3.16:4 --seeds 0 1 2 --fraction 0.05
 
-Each run's result is kept in ``<record>/runs/`` and reused by a rerun (``--only LR`` runs one grid
-point, so the points can run in parallel processes; a last call without it writes the choice).
+Each run's result is kept in ``<record>/runs/`` and reused by a rerun (``--only LR [--only-seed S]``
+runs one grid point (one seed), so the runs can go in parallel processes; a last call without it writes
+the choice).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--fraction", type=float, default=0.05, help="stratified share of the 60k training images")
     p.add_argument("--record", default="docs/runs/selection/readme_m2kd")
     p.add_argument("--only", type=float, default=None, help="run this grid point only (no choice written)")
+    p.add_argument("--only-seed", type=int, default=None, help="with --only: run this seed only")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     _, lrs = parse_grid(f"lr={args.grid}")
@@ -92,6 +94,8 @@ def main(argv=None) -> int:
         if args.only is not None and lr != args.only:
             continue
         for seed in args.seeds:
+            if args.only_seed is not None and seed != args.only_seed:
+                continue
             cached = record / "runs" / f"lr={lr:g}_seed={seed}_fraction={args.fraction:g}.json"
             if cached.exists():
                 result = json.loads(cached.read_text())
