@@ -1,63 +1,95 @@
-"""Choose a method's hyperparameter on the validation slices, never on the test set.
+"""Choose the compared methods' hyperparameters of a paper table on the validation slices, by one rule.
 
-Runs ``--methods`` (variants included, e.g. ``m2kd:lr_factor=1 m2kd:lr_factor=10``)
-of a paper table's preset with ``evaluate_on="valid"`` (the validation slices
-held out of every training part are the scored stream) and prints, per base
-method, the variant with the best mean final score over the seeds.
+The rule (:mod:`avalanche_sst.experiments.selection`): every method gets the
+same grid (at least 4 log-spaced values per continuous hyperparameter), at
+least 3 seeds, the preset run with ``evaluate_on="valid"`` (the validation
+slices held out of every training part are the scored stream, never the test
+set), and the grid point with the best mean final score over the seeds is
+kept. The grid, every seed's score and the choice go to
+``docs/runs/selection/<table>/`` (``--record``); the runs to ``--out``.
 
-    python experiments/select_on_validation.py m2kd_fig4 --methods m2kd:lr_factor=1 m2kd:lr_factor=10
+    python experiments/select_on_validation.py m2kd_fig4 --methods m2kd lwf_mc \\
+        --grid lr_factor=1:31.6:4 --seeds 0 1 2
 
 ``--score`` picks another score of the setting than its primary one, e.g.
-``--score mean`` (new_class: the plain mean of old- and new-class accuracy).
+``--score mean`` (new_class: the plain mean of old- and new-class accuracy);
+``--set field=value`` changes a preset field for this selection (say why in the table's notes).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from avalanche_sst.experiments.paper import TABLES
-from avalanche_sst.experiments.registry import parse_variant
+from avalanche_sst.experiments.selection import best_mean, check_rule, grid_variants, parse_grid
 from avalanche_sst.experiments.sweep import run_sweep
+
+
+def write_record(record: Path, command: str, grid: dict, seeds, per_seed: dict, best: dict, score_name: str) -> str:
+    """``selection.md`` (grid, mean per grid point, choice) and ``scores.csv`` (every seed's score)."""
+    record.mkdir(parents=True, exist_ok=True)
+    with open(record / "scores.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "seed", score_name])
+        for name, by_seed in per_seed.items():
+            for seed, value in sorted(by_seed.items()):
+                writer.writerow([name, seed, f"{value:.6f}"])
+    lines = [f"Validation-slice selection, final {score_name} (%), mean over seeds {list(seeds)}:", "",
+             f"    {command}", "", "Grid: " + "; ".join(f"{k} = {', '.join(f'{v:g}' for v in vs)}"
+                                                     for k, vs in grid.items()), "",
+             "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|" + "---:|" * (len(seeds) + 1)]
+    for name, by_seed in per_seed.items():
+        cells = [f"{100 * by_seed[s]:.2f}" if s in by_seed else "" for s in seeds]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * statistics.fmean(by_seed.values()):.2f} |")
+    lines += ["", "Chosen (best mean): " + ", ".join(f"{n} ({100 * s:.2f}%)" for n, s in best.values())]
+    text = "\n".join(lines) + "\n"
+    (record / "selection.md").write_text(text)
+    return text
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("table", choices=sorted(TABLES))
-    p.add_argument("--methods", nargs="+", required=True)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--methods", nargs="+", required=True, help="the compared methods (variants allowed)")
+    p.add_argument("--grid", nargs="+", required=True, type=parse_grid, metavar="KEY=LOW:HIGH:N",
+                   help="log-spaced values given to every method, e.g. lr_factor=1:31.6:4")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="the sweep's folder (default results/selection/<table>)")
+    p.add_argument("--record", default=None, help="where the choice is written (default docs/runs/selection/<table>)")
     p.add_argument("--score", default=None,
                    help="the setting's score to select on (default: its primary score, e.g. weighted_mean)")
     args = p.parse_args(argv)
+    grid = dict(args.grid)
+    try:
+        check_rule(args.methods, grid, args.seeds)
+    except ValueError as err:
+        raise SystemExit(f"select_on_validation: {err}")
+    variants = grid_variants(args.methods, grid)
     preset = TABLES[args.table].presets["cpu"].replace(
-        methods=tuple(args.methods), seeds=tuple(args.seeds),
-        validation_fraction=args.validation_fraction, evaluate_on="valid")
+        methods=tuple(variants), seeds=tuple(args.seeds), validation_fraction=args.validation_fraction,
+        evaluate_on="valid").with_settings(args.set)
     out = Path(args.out or f"results/selection/{args.table}")
     command = "python experiments/select_on_validation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = run_sweep(preset, out, command=command, workers=args.workers)
-    final = defaultdict(list)
+    per_seed: dict[str, dict[int, float]] = defaultdict(dict)
     for r in results:
         if args.score is not None and args.score not in r.scores[-1]:
             raise SystemExit(f"--score {args.score!r}: the runs' scores are {sorted(r.scores[-1])}")
-        final[r.method].append(r.accuracies[-1] if args.score is None else r.scores[-1][args.score])
-    best = {}
-    for name, values in final.items():
-        base = parse_variant(name)[0]
-        score = statistics.fmean(values)
-        if base not in best or score > best[base][1]:
-            best[base] = (name, score)
+        per_seed[r.method][r.seed] = r.accuracies[-1] if args.score is None else r.scores[-1][args.score]
+    per_seed = {name: per_seed[name] for name in variants if name in per_seed}
+    best = best_mean({name: list(v.values()) for name, v in per_seed.items()}, list(grid))
     score_name = args.score or (next(iter(results[0].scores[-1])) if results and results[0].scores else "top1")
-    lines = [f"Validation-slice selection ({command}), final {score_name}:", ""]
-    lines += [f"- {name}: final {100 * statistics.fmean(v):.2f}%" for name, v in final.items()]
-    lines += ["", "Chosen: " + ", ".join(f"{n} ({100 * s:.2f}%)" for n, s in best.values())]
-    (out / "selection.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    record = Path(args.record or f"docs/runs/selection/{args.table}")
+    print(write_record(record, command, grid, args.seeds, per_seed, best, score_name))
     return 0
 
 

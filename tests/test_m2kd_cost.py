@@ -1,5 +1,6 @@
 """M2KD's snapshot teachers are charged by the cost meter: one forward (1/3 of a
-training pass, metrics.cost) per sample per snapshot run at the iteration."""
+training pass, metrics.cost) per sample per snapshot run at the iteration; the
+BatchNorm statistics pass at the end of each step adds one forward per sample."""
 
 from __future__ import annotations
 
@@ -41,12 +42,14 @@ def _costs(epochs, **kw):
 def test_each_snapshot_forward_costs_a_third_per_sample():
     meter, seen = _costs(epochs=2, prune_ratio=0.5, finetune_epochs=1)  # snapshots rebuilt from masks
     n = 24 * 2  # samples x epochs per step
-    assert meter.step_costs == pytest.approx([n, n * (1 + 1 / 3), n * (1 + 2 / 3)])
+    bn = 24 / 3  # one forward of the step's 24 samples to recompute BatchNorm statistics
+    assert meter.step_costs == pytest.approx([n + bn, n * (1 + 1 / 3) + bn, n * (1 + 2 / 3) + bn])
     assert seen == [0, n, 2 * n]  # hand count: step k runs k - 1 snapshots on every sample
     assert [b["teacher"] for b in meter.step_breakdown] == pytest.approx([s / 3 for s in seen])
 
 
 def test_lwf_mc_pays_for_its_one_teacher_only():
     meter, seen = _costs(epochs=1, teachers="last", prune_ratio=0.0, lam=0.0)
-    assert meter.step_costs == pytest.approx([24, 24 * (1 + 1 / 3), 24 * (1 + 1 / 3)])
+    bn = 24 / 3
+    assert meter.step_costs == pytest.approx([24 + bn, 24 * (1 + 1 / 3) + bn, 24 * (1 + 1 / 3) + bn])
     assert seen == [0, 24, 24]

@@ -24,6 +24,19 @@ Multi-model and Multi-level Knowledge Distillation", BMVC 2020.
 * Optimisation: weight decay ``weight_decay_first`` (1e-5) at step 1 and
   ``weight_decay_after`` (0) afterwards, as the paper; owned weights are
   frozen bit-exactly whatever the optimizer does (``exact_freeze``).
+* BatchNorm statistics (``recompute_bn``, default on): at the end of each step
+  the running statistics are recomputed in one pass over the step's training
+  data (no augmentation, ``torch.optim.swa_utils.update_bn``) with the final
+  weights, before the snapshot saves them. Pruning changes every layer's
+  output at once, and BatchNorm's momentum (0.1) over the few fine-tuning
+  iterations of a small run leaves evaluation and the snapshot reading
+  statistics of the unpruned weights; the paper's 15 epochs of ~40
+  iterations each let the momentum converge to what the pass computes.
+* ``prune_log``: per step, the accuracy on the step's own training data
+  (eval mode, statistics recomputed for each reading) before pruning, right
+  after it, and at the end of the step, after fine-tuning
+  (``log_prune_accuracy``; monitoring: not counted as training cost, and the
+  running statistics are restored after each reading).
 
 As Avalanche's ``PackNetPlugin``, the fine-tuning epochs are the last
 ``finetune_epochs`` of the strategy's ``train_epochs`` (the paper's 80 + 15 is
@@ -42,12 +55,15 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader
 
 from avalanche.models import IncrementalClassifier
 from avalanche.training.plugins import SupervisedPlugin
 
 from avalanche_sst.functional.m2kd_losses import ad_loss, m2kd_loss, mmd_loss, seen_bce
-from avalanche_sst.metrics.cost import FORWARD_COST
+from avalanche_sst.metrics.cost import FORWARD_COST, charge
+from avalanche_sst.metrics.logging import log_scalar
 from avalanche_sst.models.stages import stage, stage_out_channels
 from avalanche_sst.functional.ownership import (
     FREE,
@@ -153,12 +169,15 @@ class M2KDPlugin(SupervisedPlugin):
         masking only, as a negative control; weight decay then moves them).
     :param setting: the benchmark's ``.setting`` when known (checked up front); every
         experience is also checked: task label 0, new contiguous labels after the seen ones.
+    :param recompute_bn: recompute BatchNorm running statistics on the step's data with the
+        final weights before the snapshot is saved (see the module docstring).
+    :param log_prune_accuracy: record ``prune_log`` (three extra readings of the step's data).
     """
 
     def __init__(self, network: Optional[M2KDModel] = None, prune_ratio: float = 0.75, alpha: float = 0.5,
                  lam: float = 1.0, finetune_epochs: int = 15, weight_decay_first: float = 1e-5,
                  weight_decay_after: float = 0.0, teachers: str = "all", exact_freeze: bool = True,
-                 setting: Optional[str] = None):
+                 setting: Optional[str] = None, recompute_bn: bool = True, log_prune_accuracy: bool = True):
         super().__init__()
         if setting is not None and setting != "class_incremental":
             raise ValueError(f"M2KD runs in the class-incremental setting, got a {setting!r} benchmark: build it "
@@ -179,6 +198,11 @@ class M2KDPlugin(SupervisedPlugin):
         self.finetune_epochs = int(finetune_epochs) if prune_ratio > 0 else 0
         self.weight_decay_first, self.weight_decay_after = weight_decay_first, weight_decay_after
         self.teachers, self.exact_freeze = teachers, exact_freeze
+        self.recompute_bn, self.log_prune_accuracy = bool(recompute_bn), bool(log_prune_accuracy)
+        # per finished step: training-data accuracy before / right after pruning / after fine-tuning
+        self.prune_log: list[dict[str, float]] = []
+        self._reading: dict[str, float] = {}
+        self._step_closed = False
         self.snapshots: list[dict[str, Tensor]] = []  # one per finished step ({} when dropped)
         self.boundaries: list[int] = []  # C_1, ..., C_k after each finished step
         self.phase: Optional[str] = None  # "train", "finetune" or None
@@ -261,6 +285,7 @@ class M2KDPlugin(SupervisedPlugin):
         for group in strategy.optimizer.param_groups:
             group["weight_decay"] = wd
         self.phase, self._epochs = "train", 0
+        self._step_closed, self._reading = False, {}
 
     def _teachers(self) -> list[int]:
         """The snapshots run as teachers at this step's training iterations."""
@@ -314,9 +339,70 @@ class M2KDPlugin(SupervisedPlugin):
         self._epochs += 1
         prune_point = strategy.train_epochs - self.finetune_epochs
         if self.prune_ratio > 0 and self.phase == "train" and self._epochs == prune_point:
-            self.prune()
+            self._prune_with_readings(strategy)
             strategy.optimizer.state.clear()  # the paper's fine-tuning restarts the optimizer
             self.phase = "finetune"
+        if self._epochs == strategy.train_epochs:
+            # here, not in after_training_exp: other plugins (iCaRL's class means) read the
+            # model in their after_training_exp, which may run before this plugin's
+            self._close_step(strategy)
+
+    # ---------------------------------------------------------------- statistics and readings
+    def _step_loader(self, strategy) -> DataLoader:
+        data = getattr(strategy, "adapted_dataset", None) or strategy.experience.dataset
+        data = data.eval()
+        return DataLoader(data, batch_size=strategy.train_mb_size, collate_fn=getattr(data, "collate_fn", None))
+
+    def _refresh_bn(self, strategy, loader) -> None:
+        update_bn(loader, self.network, device=strategy.device)
+
+    @torch.no_grad()
+    def _accuracy(self, strategy, loader) -> float:
+        correct = total = 0
+        with eval_mode(self.network):
+            for x, y, *_ in loader:
+                x, y = x.to(strategy.device), y.to(strategy.device)
+                correct += int((self.network(x).argmax(1) == y).sum())
+                total += int(y.numel())
+        self.network._captured = None
+        return correct / max(total, 1)
+
+    def _read(self, strategy, key: str, loader=None, refresh: bool = True) -> None:
+        """Accuracy on the step's data; with ``refresh``, read with statistics recomputed for
+        these weights and the running ones restored after (monitoring leaves the method as it was)."""
+        if not self.log_prune_accuracy:
+            return
+        loader = loader or self._step_loader(strategy)
+        saved = {k: v.clone() for k, v in self.network.state_dict().items()
+                 if k.endswith(("running_mean", "running_var", "num_batches_tracked"))} if refresh else {}
+        if refresh:
+            self._refresh_bn(strategy, loader)
+        self._reading[key] = self._accuracy(strategy, loader)
+        if saved:
+            self.network.load_state_dict(saved, strict=False)
+
+    def _prune_with_readings(self, strategy) -> None:
+        self._read(strategy, "before_prune")
+        self.prune()
+        self._read(strategy, "after_prune")
+
+    def _close_step(self, strategy) -> None:
+        """Recompute BatchNorm statistics with the final weights; record the step's readings."""
+        if self._step_closed:
+            return
+        self._step_closed = True
+        if self.prune_ratio > 0 and self.phase == "train":  # train_epochs ended before the prune point
+            self._prune_with_readings(strategy)
+        loader = self._step_loader(strategy)
+        if self.recompute_bn:
+            self._refresh_bn(strategy, loader)
+            charge(strategy, FORWARD_COST * len(loader.dataset), "train")
+        self._read(strategy, "end_of_step", loader, refresh=not self.recompute_bn)
+        if self._reading:
+            self.prune_log.append({"step": float(self.step + 1), **self._reading})
+            for key, value in self._reading.items():
+                log_scalar(strategy, f"M2KD/train_acc_{key}", value)
+        self._reading = {}
 
     @torch.no_grad()
     def prune(self) -> None:
@@ -329,8 +415,7 @@ class M2KDPlugin(SupervisedPlugin):
             m.weight[free & ~keep] = 0.0
 
     def after_training_exp(self, strategy, **kwargs):
-        if self.prune_ratio > 0 and self.phase == "train":  # train_epochs ended before the prune point
-            self.prune()
+        self._close_step(strategy)  # an early stop skipped the last epoch's callback
         owned = {f"{n}.weight" for n, _ in self._layers()} if self.prune_ratio > 0 else set()
         snapshot = {name: t.detach().clone() for name, t in self.network.state_dict().items()
                     if name not in owned and not name.endswith(OWNER_BUFFER)}
@@ -344,7 +429,7 @@ class M2KDPlugin(SupervisedPlugin):
     def state_dict(self) -> dict:
         heads = {n: int(h.classifier.out_features) for n, h in _incremental_heads(self.network).items()}
         return {"snapshots": [dict(s) for s in self.snapshots], "boundaries": list(self.boundaries),
-                "head_units": heads}
+                "head_units": heads, "prune_log": [dict(r) for r in self.prune_log]}
 
     def rebuild_model(self, state: dict, network: Optional[M2KDModel] = None) -> None:
         """Grow the heads to their checkpointed widths (before ``model.load_state_dict``)."""
@@ -356,6 +441,7 @@ class M2KDPlugin(SupervisedPlugin):
     def load_state_dict(self, state: dict) -> None:
         self.snapshots = [dict(s) for s in state["snapshots"]]
         self.boundaries = [int(b) for b in state["boundaries"]]
+        self.prune_log = [{k: float(v) for k, v in r.items()} for r in state.get("prune_log", [])]
         self.phase = None
 
     def memory_bytes(self) -> int:

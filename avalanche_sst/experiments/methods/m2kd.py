@@ -10,9 +10,18 @@
 All run in the ``class_incremental`` setting on one growing head. Epochs: the
 preset's per-step epochs plus ``finetune_epochs`` after the prune point (PackNet's
 convention); by default those scale the paper's 15 of 80 to the preset's
-``epochs_scratch``. The learning rate follows the preset's per-step cosine
-(``common_kwargs``), so fine-tuning runs on the cosine's tail rather than at a
-constant last lr (the paper's step schedule).
+``epochs_scratch``. The learning rate follows the preset's per-step cosine over
+the training epochs; the fine-tuning epochs after pruning run at the constant
+rate ``finetune_lr_factor`` (0.2) times the step's lr with a fresh optimizer
+state, as the paper (lr / 5 at the end of its schedule, the 15 fine-tuning
+epochs at that last rate).
+
+Weight decay: in a sweep every method here uses the preset's ``weight_decay``
+at every step (the rule of the table's other methods, so that a comparison
+differs only in the method); the library's own default is the paper's
+1e-5 at step 1 and 0 afterwards (:class:`~avalanche_sst.plugins.m2kd.M2KDPlugin`).
+Each run's ``report`` holds M2KD's ``prune_log``: accuracy on the step's
+training data before pruning, right after it and at the end of the step.
 """
 
 from __future__ import annotations
@@ -42,8 +51,9 @@ def default_finetune_epochs(epochs_scratch: int) -> int:
     return max(1, round(epochs_scratch * PAPER_FINETUNE / PAPER_EPOCHS))
 
 
-def _kwargs(ctx: StrategyContext, extra_epochs: int, lr_factor: float = 1.0) -> dict:
-    """``common_kwargs`` with ``extra_epochs`` per step and the preset's lrs times ``lr_factor``.
+def _kwargs(ctx: StrategyContext, extra_epochs: int, lr_factor: float = 1.0, finetune_lr_factor: float = 0.2) -> dict:
+    """``common_kwargs`` with ``extra_epochs`` per step and the preset's lrs times ``lr_factor``;
+    the ``extra_epochs`` (fine-tuning after pruning) at ``finetune_lr_factor`` times the step's lr.
 
     Every loss here is a sigmoid BCE averaged over the seen units, whose
     gradient is about 1/C of cross-entropy's; iCaRL (and the paper) answer
@@ -55,10 +65,11 @@ def _kwargs(ctx: StrategyContext, extra_epochs: int, lr_factor: float = 1.0) -> 
     epochs = (cfg.epochs_scratch + extra_epochs, cfg.epochs_finetune + extra_epochs)
     kwargs = common_kwargs(ctx, epochs)
     kwargs.pop("criterion")
-    if lr_factor != 1.0:
+    if lr_factor != 1.0 or extra_epochs:
         schedule = kwargs["plugins"][0]
         kwargs["plugins"][0] = StepwiseCosinePlugin(lrs=[lr * lr_factor for lr in schedule.lrs], epochs=schedule.epochs,
-                                                    step_granularity=schedule.step_granularity)
+                                                    step_granularity=schedule.step_granularity,
+                                                    hold_epochs=(extra_epochs,), hold_factor=finetune_lr_factor)
     return kwargs
 
 
@@ -66,30 +77,38 @@ def _setting(ctx) -> Optional[str]:
     return getattr(ctx.benchmark, "setting", None)
 
 
+def _decay(ctx: StrategyContext, value: Optional[float]) -> float:
+    return ctx.config.weight_decay if value is None else float(value)
+
+
 def build_m2kd(ctx: StrategyContext, prune_ratio: float = 0.75, alpha: float = 0.5, lam: float = 1.0,
                finetune_epochs: Optional[int] = None, aux_stage: int = 2, teachers: str = "all",
-               weight_decay_first: float = 1e-5, weight_decay_after: float = 0.0, lr_factor: float = 1.0) -> M2KD:
+               weight_decay_first: Optional[float] = None, weight_decay_after: Optional[float] = None,
+               lr_factor: float = 1.0, finetune_lr_factor: float = 0.2) -> M2KD:
     ft = (default_finetune_epochs(ctx.config.epochs_scratch) if finetune_epochs is None else int(finetune_epochs)
           ) if prune_ratio > 0 else 0
     return M2KD(model=ctx.model, prune_ratio=prune_ratio, alpha=alpha, lam=lam, finetune_epochs=ft,
-                aux_stage=aux_stage, teachers=teachers, weight_decay_first=weight_decay_first,
-                weight_decay_after=weight_decay_after, setting=_setting(ctx), **_kwargs(ctx, ft, lr_factor))
+                aux_stage=aux_stage, teachers=teachers, weight_decay_first=_decay(ctx, weight_decay_first),
+                weight_decay_after=_decay(ctx, weight_decay_after), setting=_setting(ctx),
+                **_kwargs(ctx, ft, lr_factor, finetune_lr_factor))
 
 
 def build_lwf_mc(ctx: StrategyContext, weight_decay: Optional[float] = None, lr_factor: float = 1.0) -> M2KD:
-    wd = ctx.config.weight_decay if weight_decay is None else weight_decay
+    wd = _decay(ctx, weight_decay)
     return M2KD(model=ctx.model, prune_ratio=0.0, lam=0.0, teachers="last", finetune_epochs=0,
                 weight_decay_first=wd, weight_decay_after=wd, setting=_setting(ctx), **_kwargs(ctx, 0, lr_factor))
 
 
 def build_icarl_m2kd(ctx: StrategyContext, memory_size: int = 2000, prune_ratio: float = 0.75, alpha: float = 0.5,
                      lam: float = 1.0, finetune_epochs: Optional[int] = None, teachers: str = "all",
-                     lr_factor: float = 1.0) -> ICaRLM2KD:
+                     lr_factor: float = 1.0, finetune_lr_factor: float = 0.2) -> ICaRLM2KD:
     ft = (default_finetune_epochs(ctx.config.epochs_scratch) if finetune_epochs is None else int(finetune_epochs)
           ) if prune_ratio > 0 else 0
+    wd = _decay(ctx, None)
     return ICaRLM2KD(model=ctx.model, memory_size=memory_size, prune_ratio=prune_ratio, alpha=alpha, lam=lam,
-                     finetune_epochs=ft, teachers=teachers, setting=_setting(ctx),
-                     classes_per_exp=getattr(ctx.benchmark, "classes_per_exp", None), **_kwargs(ctx, ft, lr_factor))
+                     finetune_epochs=ft, teachers=teachers, weight_decay_first=wd, weight_decay_after=wd,
+                     setting=_setting(ctx), classes_per_exp=getattr(ctx.benchmark, "classes_per_exp", None),
+                     **_kwargs(ctx, ft, lr_factor, finetune_lr_factor))
 
 
 def build_icarl(ctx: StrategyContext, memory_size: int = 2000, lr_factor: float = 1.0) -> ICaRL:
@@ -174,9 +193,18 @@ def load_method_state(strategy, state: dict, done_exps) -> None:
         loss.old_classes = list(state["icarl_loss"]["old_classes"])
 
 
+def prune_report(strategy) -> dict:
+    """M2KD's ``prune_log`` flat: ``train_acc_<reading>_step<k>`` (0-1) for every finished step."""
+    plugin = getattr(strategy, "m2kd", None)
+    if plugin is None:
+        return {}
+    return {f"train_acc_{key}_step{int(r['step'])}": value
+            for r in plugin.prune_log for key, value in r.items() if key != "step"}
+
+
 def _method(name, build, description):
     return register(Method(name, build, description, state_dict=method_state, load_state_dict=load_method_state,
-                           settings=SETTINGS, rebuild_model=rebuild_model))
+                           settings=SETTINGS, rebuild_model=rebuild_model, report=prune_report))
 
 
 _method("m2kd", build_m2kd, "M2KD: multi-model + auxiliary distillation from mask-reconstructed snapshots "

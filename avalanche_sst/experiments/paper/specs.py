@@ -8,6 +8,7 @@ Everything else (running, writing, the report) reads :data:`TABLES`.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
@@ -90,6 +91,10 @@ class TableSpec:
     # Another table whose runs this one reads (same presets, e.g. Table 1's students are Table 4's
     # before their incremental step): its sweeps run in that table's folder, so no run is repeated.
     runs_of: Optional[str] = None
+    # Non-method settings (NON_METHOD_SETTINGS) in which a compared method may differ from the
+    # others, each with the paper's reason: ((method, setting, reason), ...). Any other
+    # difference is refused at register() (see settings_differences).
+    declared_differences: tuple = ()
 
     def preset(self, name: str, seeds: Optional[Sequence[int]] = None) -> Preset:
         if name not in self.presets:
@@ -118,6 +123,81 @@ def register_paper(paper: Paper) -> Paper:
     return paper
 
 
+#: Settings that are not the method and must be equal across a table's compared methods
+#: (unless declared): weight decay (step 1, later steps), epochs per step, the method's
+#: extra epochs (M2KD's fine-tuning after pruning), batch size, augmentation.
+NON_METHOD_SETTINGS = ("weight_decay", "epochs", "extra_epochs", "batch_size", "augment")
+
+
+def _method_kwargs(variant: str, preset: Preset) -> tuple[dict, dict]:
+    """(the variant's kwargs over the preset's method_kwargs, the builder's signature defaults)."""
+    from avalanche_sst.experiments import methods  # noqa: F401  (registers every method)
+    from avalanche_sst.experiments.registry import METHODS, parse_variant
+
+    base, overrides = parse_variant(variant)
+    if base not in METHODS:
+        raise ValueError(f"unknown method {base!r} in {variant!r}")
+    defaults = {name: p.default for name, p in inspect.signature(METHODS[base].build).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**preset.method_kwargs.get(base, {}), **overrides}, defaults
+
+
+def method_settings(variant: str, preset: Preset) -> dict:
+    """The :data:`NON_METHOD_SETTINGS` a method variant runs with under ``preset``: the preset's
+    values unless the variant, the preset's ``method_kwargs`` or the builder's defaults set them
+    (read from the builder's keyword arguments: ``weight_decay[_first|_after]``, ``epochs``,
+    ``budget``, ``finetune_epochs`` with ``prune_ratio``, ``batch_size``, ``augment``)."""
+    kwargs, defaults = _method_kwargs(variant, preset)
+
+    def value(name):
+        return kwargs.get(name, defaults.get(name))
+
+    def decay(*names):
+        found = next((value(n) for n in names if value(n) is not None), None)
+        return float(preset.weight_decay if found is None else found)
+
+    epochs = value("epochs") or (preset.epochs_scratch, preset.epochs_finetune)
+    if value("budget") not in (None, "preset"):
+        epochs = f"budget={value('budget')}"
+    extra = 0
+    if "finetune_epochs" in defaults and float(value("prune_ratio") or 0) > 0:
+        extra = value("finetune_epochs") if value("finetune_epochs") is not None else "method default"
+    return {"weight_decay": (decay("weight_decay_first", "weight_decay"), decay("weight_decay_after", "weight_decay")),
+            "epochs": tuple(epochs) if isinstance(epochs, (list, tuple)) else epochs, "extra_epochs": extra,
+            "batch_size": int(kwargs.get("batch_size", preset.batch_size)),
+            "augment": bool(kwargs.get("augment", preset.scenario_kwargs.get("augment", True)))}
+
+
+def settings_differences(spec: TableSpec, preset_name: str = "cpu") -> list[str]:
+    """Each undeclared difference of a non-method setting between methods compared in one sweep."""
+    declared = {(m, s) for m, s, *_ in spec.declared_differences}
+    problems = []
+    for overrides, methods in sweep_groups(spec, preset_name).items():
+        preset = spec.presets[preset_name].replace(**dict(overrides))
+        settings = {m: method_settings(m, preset) for m in methods}
+        for key in NON_METHOD_SETTINGS:
+            # a `budget` variant is the equal-compute rival METHOD.md asks for: its epochs differ by design
+            values = {m: s[key] for m, s in settings.items()
+                      if (m, key) not in declared and not (key == "epochs" and str(s[key]).startswith("budget="))}
+            if len(set(map(repr, values.values()))) > 1:
+                problems.append(f"{spec.id} ({preset_name}{', ' + str(dict(overrides)) if overrides else ''}): "
+                                f"{key} differs: " + ", ".join(f"{m}={v!r}" for m, v in values.items()))
+    return problems
+
+
+def check_settings(spec: TableSpec) -> None:
+    """Refuse a table whose compared methods differ in an undeclared non-method setting."""
+    unknown = [d for d in spec.declared_differences if len(d) != 3 or d[1] not in NON_METHOD_SETTINGS]
+    if unknown:
+        raise ValueError(f"{spec.id}: declared_differences takes (method, setting, reason) with a setting "
+                         f"from {NON_METHOD_SETTINGS}, got {unknown}")
+    problems = [p for name in spec.presets for p in settings_differences(spec, name)]
+    if problems:
+        raise ValueError("compared methods must share every non-method setting; give them the same one, or "
+                         "declare the paper's reason in the table's declared_differences=((method, setting, "
+                         "reason), ...):\n  " + "\n  ".join(problems))
+
+
 def register(spec: TableSpec) -> TableSpec:
     """Add ``spec`` to :data:`TABLES`; its paper must be registered and its id unused."""
     if spec.paper not in PAPERS:
@@ -126,6 +206,7 @@ def register(spec: TableSpec) -> TableSpec:
     if spec.id in TABLES:
         raise ValueError(f"table id {spec.id!r} is already registered (paper {TABLES[spec.id].paper}); "
                          "give the table a paper-specific id, e.g. 'm2kd_table1'")
+    check_settings(spec)
     TABLES[spec.id] = spec
     return spec
 

@@ -1,0 +1,115 @@
+"""The one selection rule for every compared method of a paper table.
+
+Each method's continuous hyperparameters are chosen over a grid of at least
+:data:`MIN_GRID` values spaced on a log scale, at least :data:`MIN_SEEDS`
+seeds, on the validation slices (never the test set); the value with the best
+mean score over the seeds is kept (ties: the first in grid order). Every
+method compared in one table gets the same grid, so no method is tuned
+harder than its rivals. ``experiments/select_on_validation.py`` runs it and
+writes the grid, every seed's score and the choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import statistics
+from typing import Mapping, Sequence
+
+from avalanche_sst.experiments.registry import parse_variant
+
+__all__ = ["MIN_GRID", "MIN_SEEDS", "best_mean", "check_rule", "compared_method", "grid_variants", "log_grid",
+           "parse_grid"]
+
+MIN_GRID = 4
+MIN_SEEDS = 3
+# consecutive ratios of a log-spaced grid may differ by this much (values are rounded for names)
+LOG_SPACING_TOLERANCE = 0.1
+
+
+def log_grid(low: float, high: float, n: int) -> tuple[float, ...]:
+    """``n`` values from ``low`` to ``high``, equally spaced in log, rounded to 3 significant digits."""
+    if not (low > 0 and high > low):
+        raise ValueError(f"a log grid needs 0 < low < high, got low={low!r}, high={high!r}")
+    if n < MIN_GRID:
+        raise ValueError(f"a grid needs at least {MIN_GRID} values (the selection rule), got n={n}")
+    values = [low * (high / low) ** (i / (n - 1)) for i in range(n)]
+    return tuple(float(f"{v:.3g}") for v in values)
+
+
+def parse_grid(text: str) -> tuple[str, tuple[float, ...]]:
+    """``"lr_factor=1:30:4"`` (low:high:n, log-spaced) or ``"lr_factor=1,3,10,30"`` -> (key, values)."""
+    key, eq, spec = text.partition("=")
+    if not eq or not key:
+        raise ValueError(f"--grid {text!r}: write KEY=LOW:HIGH:N (log-spaced) or KEY=V1,V2,...")
+    try:
+        if ":" in spec:
+            low, high, n = spec.split(":")
+            return key, log_grid(float(low), float(high), int(n))
+        return key, tuple(float(v) for v in spec.split(","))
+    except ValueError as err:
+        raise ValueError(f"--grid {text!r}: {err}") from None
+
+
+def grid_variants(methods: Sequence[str], grid: Mapping[str, Sequence[float]]) -> list[str]:
+    """Every method (a variant such as ``m2kd:lam=0`` is kept) at every grid point, in grid order."""
+    keys = list(grid)
+    out = []
+    for method in methods:
+        for point in itertools.product(*(grid[k] for k in keys)):
+            extra = ",".join(f"{k}={v:g}" for k, v in zip(keys, point))
+            out.append(method if not extra else f"{method}{',' if ':' in method else ':'}{extra}")
+    return out
+
+
+def check_rule(methods: Sequence[str], grid: Mapping[str, Sequence], seeds: Sequence[int]) -> None:
+    """Refuse a selection that breaks the rule (every method gets ``grid``, so the grids are equal).
+
+    Needs >= :data:`MIN_SEEDS` seeds, and >= :data:`MIN_GRID` log-spaced
+    values for every continuous hyperparameter of the grid; a method may not
+    fix a hyperparameter the grid varies.
+    """
+    if len(set(seeds)) < MIN_SEEDS:
+        raise ValueError(f"the selection rule needs at least {MIN_SEEDS} seeds, got {sorted(set(seeds))}: "
+                         f"pass --seeds 0 1 2")
+    if not grid:
+        raise ValueError("the selection rule needs a grid: --grid KEY=LOW:HIGH:N (e.g. lr_factor=1:30:4)")
+    for key, values in grid.items():
+        if not any(isinstance(v, float) for v in values):
+            continue  # a discrete setting (a count, a flag) is listed as it is
+        ordered = sorted(float(v) for v in values)
+        if len(ordered) < MIN_GRID or len(set(ordered)) < len(ordered):
+            raise ValueError(f"{key} takes {len(ordered)} values {tuple(ordered)}; the rule needs at least "
+                             f"{MIN_GRID} distinct log-spaced ones: --grid {key}=LOW:HIGH:{MIN_GRID}")
+        if ordered[0] <= 0:
+            raise ValueError(f"{key} values {tuple(ordered)} must be > 0 for a log-spaced grid")
+        ratios = [math.log(b / a) for a, b in zip(ordered, ordered[1:])]
+        if max(ratios) > (1 + LOG_SPACING_TOLERANCE) * min(ratios):
+            raise ValueError(f"{key} values {tuple(ordered)} are not spaced on a log scale; use "
+                             f"--grid {key}={ordered[0]:g}:{ordered[-1]:g}:{len(ordered)}")
+    for method in methods:
+        fixed = set(grid) & set(parse_variant(method)[1])
+        if fixed:
+            raise ValueError(f"method {method!r} fixes {sorted(fixed)}, which the grid varies: drop it from the "
+                             f"method or from --grid")
+
+
+def compared_method(variant: str, grid_keys: Sequence[str]) -> str:
+    """The method a grid variant belongs to: ``m2kd:lam=0,lr_factor=3`` -> ``m2kd:lam=0`` (grid key lr_factor)."""
+    base, _, spec = variant.partition(":")
+    kept = [item for item in re.split(r",(?![^()]*\))", spec) if item and item.partition("=")[0] not in grid_keys]
+    return base if not kept else f"{base}:{','.join(kept)}"
+
+
+def best_mean(scores: Mapping[str, Sequence[float]], grid_keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+    """Per compared method, the grid variant with the best mean score over seeds (ties: the first given)."""
+    best: dict[str, tuple[str, float]] = {}
+    for name, values in scores.items():
+        if not values:
+            raise ValueError(f"{name}: no scores")
+        method = compared_method(name, grid_keys)
+        mean = statistics.fmean(values)
+        if method not in best or mean > best[method][1]:
+            best[method] = (name, mean)
+    return best
