@@ -117,6 +117,7 @@ def _write_overview(dirs: Sequence[str], out: Path, command: str) -> None:
 def check_sweep(folder: str, section: str) -> str:
     """The commit(s) of a sweep folder's runs; refused (naming its command) when any lacks its cost or commit."""
     from avalanche_sst.experiments.paper.formatting import read_runs_csv
+    from avalanche_sst.experiments.overview import sweep_command
     from avalanche_sst.experiments.provenance import check_provenance, provenance_text
 
     path = Path(folder) / "runs.csv"
@@ -125,17 +126,6 @@ def check_sweep(folder: str, section: str) -> str:
     runs = read_runs_csv(path)
     check_provenance(runs, f"{section} {folder}", sweep_command(folder))
     return provenance_text(runs)
-
-
-def sweep_command(folder: str) -> str:
-    """The command a sweep folder's ``table.md`` names (``Produced by `...```), else where to find it."""
-    table = Path(folder) / "table.md"
-    text = table.read_text() if table.exists() else ""
-    start = text.find("Produced by `")
-    if start < 0:
-        return f"the sweep command that wrote {folder} (its table.md)"
-    start += len("Produced by `")
-    return text[start:text.index("`", start)]
 
 
 def _append(out: Path, section: str) -> None:
