@@ -93,3 +93,16 @@ def test_cli_refuses_a_preflight_batch_below_one(capsys):
     with pytest.raises(SystemExit):
         cli.main(["table3", "--preset", "paper", "--preflight", "--preflight-batch", "0"])
     assert "--preflight-batch: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_gpu_preset_is_checked_on_the_cpu_where_no_gpu_is_visible_and_every_line_says_so(monkeypatch):
+    from avalanche_sst.experiments.preflight import preflight_device
+
+    gpu, cpu = Preset(name="g", device="cuda"), Preset(name="c", device="cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device, note = preflight_device(None, [gpu, cpu])
+    assert device == "cpu" and note.startswith("ON CPU") and "cuda" in note
+    assert preflight_device(None, [cpu]) == (None, "")  # the presets' own device: no note
+    assert preflight_device("cuda", [gpu]) == ("cuda", "")  # asked for explicitly: no fallback
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert preflight_device(None, [gpu]) == (None, "")

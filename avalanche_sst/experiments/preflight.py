@@ -286,14 +286,27 @@ def paper_sweeps(table_id: str, preset_name: str, preset_changes: Optional[dict]
     return [(sweep_dirname(o), preset.replace(methods=m, **dict(o))) for o, m in groups.items()]
 
 
+def preflight_device(device: Optional[str], presets) -> tuple[Optional[str], str]:
+    """``(device, note)``: the device the preflight runs on, and the note every line carries when it is
+    not the presets' own. A preset meant for a GPU (the paper presets) is checked on the CPU where no GPU
+    is visible, so that a machine without one still finds shape, device-mixing and resume errors."""
+    if device is not None:
+        return device, ""
+    wanted = sorted({str(p.device) for p in presets})
+    if any(torch.device(w).type == "cuda" for w in wanted) and not torch.cuda.is_available():
+        return "cpu", f"ON CPU (presets' {', '.join(wanted)} not available here; --device cuda on a GPU machine)"
+    return None, ""
+
+
 def preflight_sweeps(name: str, sweeps: list, out: Path, iterations: int = 2, batch: Optional[int] = None,
                      device: Optional[str] = None, data=None, command: str = "",
-                     log: Callable[[str], None] = print) -> list:
+                     log: Callable[[str], None] = print, device_note: str = "") -> list:
     """:func:`preflight_run` for every method of every ``(sweep, preset)``; errors are collected, not raised."""
     results = []
     for sweep, preset in sweeps:
         shutil.rmtree(out / name / sweep, ignore_errors=True)  # a preflight always runs, never reuses
         sweep_data, label = load_or_standin(preset, data)
+        label = " | ".join(part for part in (label, device_note) if part)
         for method in preset.methods:
             try:
                 pre = preflight_preset(preset, sweep_data, iterations, batch, device=device)
@@ -322,10 +335,11 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
 
     out = Path(out)
     results, full, h100, seeds = [], {}, {}, {}
+    device, device_note = preflight_device(device, [p for sweeps in sweeps_by_name.values() for _, p in sweeps])
     for name, sweeps in sweeps_by_name.items():
         if run:
             results += preflight_sweeps(name, sweeps, out / "preflight", iterations, batch, device, data, command,
-                                        log)
+                                        log, device_note)
         for sweep, preset in sweeps:
             seeds[name] = len(preset.seeds)
             sweep_data, _ = load_or_standin(preset, data)
