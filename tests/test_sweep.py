@@ -102,6 +102,9 @@ def test_sweep_writes_every_file(sweep):
     assert recorded == cpu_path() and recorded["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     footer = (out / "table.md").read_text().strip().splitlines()[-1]
     assert f"CPU path: {cpu_path_text(recorded)}; " in footer and "bit for bit" in footer
+    # and the commit of the code that made the numbers, as each run recorded it
+    commit = json.loads((out / "preset.json").read_text())["provenance"]["git_commit"]
+    assert commit and f"Code: commit {commit[:12]}" in footer
     by_run = {(r.method, r.seed): r for r in sweep["results"]}
     assert sorted(by_run) == sorted((m, s) for m in BASELINES for s in preset.seeds)
     for (m, s), r in by_run.items():

@@ -152,10 +152,12 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
     if command:
         from avalanche_sst.experiments.versions import (SAME_CPU_PATH_NOTE, cpu_path, cpu_path_text,
                                                         environment_versions, versions_text)
+        from avalanche_sst.experiments.provenance import provenance_text
 
         threads = f", {threads_per_run} torch thread(s) per run" if threads_per_run else ""
         lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time on {machine_description()}"
                      f"{threads} (runs finished by an earlier invocation are reused and add no time). "
+                     f"Code: commit {provenance_text([getattr(r, 'provenance', {}) or {} for r in results])}. "
                      f"Versions: {versions_text(environment_versions())}. CPU path: {cpu_path_text(cpu_path())}; "
                      f"{SAME_CPU_PATH_NOTE}")
     (out / "table.md").write_text("\n".join(lines) + "\n")
