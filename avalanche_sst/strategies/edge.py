@@ -43,13 +43,12 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import trigger_plugins
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 
 from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_sst.strategies.phased import PhasedStrategy, phase_evaluator, propagated_plugins
-from avalanche_sst.functional.filter_pruning import check_threshold, prune_plan
+from avalanche_sst.functional.filter_pruning import check_threshold, prune_plan, pruning_batch
 from avalanche_sst.metrics import log_scalar
-from avalanche_sst.metrics.validation import accuracy, validation_data
+from avalanche_sst.metrics.validation import accuracy
 from avalanche_sst.models.resnet_cifar import LayerWidths
 from avalanche_sst.models.student import build_student, residual_groups, student_report
 from avalanche_sst.plugins.edge_kt import EdgeKTPlugin, LastConvsOnlyPlugin
@@ -213,12 +212,7 @@ class EdgeStrategy(PhasedStrategy):
 
     def _prune_batch(self, experience) -> torch.Tensor:
         """M training images of ``experience``, without augmentation (eval transforms, batched collate off)."""
-        data = validation_data(experience)
-        generator = torch.Generator().manual_seed(self.seed)
-        chosen = torch.randperm(len(data), generator=generator)[: self.prune_images].tolist()
-        loader = DataLoader(Subset(data, chosen), batch_size=len(chosen),
-                            collate_fn=getattr(data, "collate_fn", None))
-        return next(iter(loader))[0].to(self.device)
+        return pruning_batch(experience, self.prune_images, self.seed).to(self.device)
 
     def _teacher_and_student(self, teacher_exp, valid_stream: str) -> None:
         """Train the teacher (or load it from ``teacher_cache``), compress it (sec. 3), build the fresh student."""
