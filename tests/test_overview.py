@@ -47,6 +47,7 @@ def sweeps(tmp_path):
         ("finetune", 1): [(0.9, 100, 0, 2000), (0.6, 100, 0, 2000)],
         ("replay", 0): [(0.9, 100, 7200, 2000), (0.7, 200, 7200, 2000)],
         ("replay", 1): [(0.9, 100, 7200, 2000), (0.8, 200, 14400, 2000)],
+        ("sst", 0): [(0.9, 300, 5000, 2000), (0.7, 300, 0, 2000)],  # keeps its prepared model but after the last step
     })
     write_sweep(root / "b", {("cumulative", 0): [(0.9, 100, 7200, 2000), (0.65, 400, 14400, 2000)]})
     write_sweep(root / "stale", {("ewc", 0): [(0.9, 100, 0, 2000)]}, commit="")
@@ -57,12 +58,13 @@ def sweeps(tmp_path):
 def test_overview_table_from_the_last_step_and_summed_cost(sweeps, tmp_path):
     overview = collect([sweeps])
     rows = {r.method: r for r in overview.rows["class_incremental"]}
-    assert set(rows) == {"finetune", "replay", "cumulative"}  # not the stale ewc, not the validation lwf
+    assert set(rows) == {"finetune", "replay", "cumulative", "sst"}  # not the stale ewc, not the validation lwf
     assert rows["finetune"].score == pytest.approx((50.0, 14.142136))  # (40, 60): std sqrt(200)
     assert rows["finetune"].cost == (200.0, 0.0) and rows["finetune"].memory == 0.0
     assert rows["replay"].score == pytest.approx((75.0, 7.0710678)) and rows["replay"].cost == (300.0, 0.0)
     assert rows["replay"].memory == 10800.0 and rows["replay"].flops == 2000.0  # (7200 + 14400) / 2
     assert rows["cumulative"].cost == (500.0, 0.0)
+    assert rows["sst"].memory == 5000.0  # the most it kept after any step, not the 0 B after its last
     assert any("stale" in s and "`python experiments/sweep.py --preset split_quick`" in s for s in overview.stale)
     assert any("valid" in s and "validation" in s for s in overview.stale)
     missing = missing_methods(overview)["class_incremental"]

@@ -4,8 +4,9 @@ Input: sweep folders (each with ``runs.csv`` and ``preset.json``; a folder that
 holds none is searched below for them). Per setting (the scenario's, from
 ``preset.json``) one Markdown table, a row per method and preset: the
 setting's primary score after the last step, the training cost summed over
-the steps (sample-passes, :mod:`avalanche_sst.metrics.cost`), the bytes kept
-beyond the model after the last step (:mod:`avalanche_sst.metrics.memory`) and
+the steps (sample-passes, :mod:`avalanche_sst.metrics.cost`), the most bytes kept
+beyond the model after any step (:mod:`avalanche_sst.metrics.memory`; the SST framework keeps
+its prepared model at every step but the last) and
 the FLOPs of one image (:mod:`avalanche_sst.metrics.inference`), mean ± std
 (sample std) over seeds; and one figure: score against training cost, marker
 area by memory, the Pareto front (no other run scores higher for less or
@@ -42,7 +43,7 @@ class MethodRow:
     seeds: list[int]
     score: tuple[float, float]  # primary score after the last step, % (mean, std)
     cost: tuple[float, float]  # sample-passes summed over steps (mean, std)
-    memory: Optional[float]  # bytes beyond the model after the last step (mean), None: not recorded
+    memory: Optional[float]  # most bytes beyond the model after any step (mean over seeds), None: not recorded
     flops: Optional[float]  # FLOPs per image of the evaluated model after the last step (mean)
 
 
@@ -92,6 +93,12 @@ def _last_steps(rows: list[dict]) -> dict[tuple[str, int], dict]:
     return last
 
 
+def _peak_memory(rows: list[dict], method: str, seed: int) -> Optional[float]:
+    """The most bytes a run kept beyond the model after any of its steps (what a user must budget)."""
+    steps = [r.get("memory_bytes") for r in rows if r["method"] == method and r["seed"] == seed]
+    return None if None in steps or not steps else max(steps)
+
+
 def summarize_runs(rows: list[dict], sweep: str, preset: str) -> list[MethodRow]:
     """Per method (first-seen order): its seeds' last-step score, summed cost, memory and FLOPs."""
     last = _last_steps(rows)
@@ -100,7 +107,7 @@ def summarize_runs(rows: list[dict], sweep: str, preset: str) -> list[MethodRow]
         seeds = sorted(seed for m, seed in last if m == method)
         finals = [last[method, s] for s in seeds]
         costs = [sum(r["cost"] for r in rows if r["method"] == method and r["seed"] == s) for s in seeds]
-        memory = [f.get("memory_bytes") for f in finals]
+        memory = [_peak_memory(rows, method, s) for s in seeds]
         flops = [f.get("inference_flops") for f in finals]
         out.append(MethodRow(
             method, sweep, preset, seeds, mean_std([100.0 * f["top1"] for f in finals]), mean_std(costs),
@@ -172,7 +179,7 @@ def _flops_text(value: Optional[float]) -> str:
 
 def setting_table(rows: list[MethodRow]) -> list[str]:
     lines = ["| method | preset | seeds | final score (%) | training cost (k sample-passes) | "
-             "memory beyond the model | inference (FLOPs / image) |", "|---|---|---|---|---|---|---|"]
+             "peak memory beyond the model | inference (FLOPs / image) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| `{r.method}` | {r.preset} | {len(r.seeds)} | {r.score[0]:.2f} ± {r.score[1]:.2f} | "
                      f"{r.cost[0] / 1e3:.1f} ± {r.cost[1] / 1e3:.1f} | {_bytes_text(r.memory)} | "
