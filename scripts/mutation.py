@@ -106,8 +106,14 @@ def mutmut_config(module: str, test_files: list[str]) -> str:
             f"only_mutate = [\"{PACKAGE}/{module}.py\"]\n"
             f"pytest_add_cli_args_test_selection = {quoted(test_files)}\n"
             f"pytest_add_cli_args = {quoted(PYTEST_ARGS)}\n"
+            f"also_copy = {quoted(list(ALSO_COPY))}\n"
             "use_git_change_detection = false\n\n"
             "[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\n")
+
+
+#: What tests read besides the package and tests/ (the CLI scripts, benchmark helpers, the README's
+#: example): mutmut copies these into its run folder too, or those tests fail before any mutant runs.
+ALSO_COPY = ("experiments", "benchmarks", "scripts", "README.md")
 
 
 def prepare(module: str, test_files: list[str], resume: bool) -> Path:
@@ -116,7 +122,10 @@ def prepare(module: str, test_files: list[str], resume: bool) -> Path:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in (PACKAGE, "tests"):
+    for name in (PACKAGE, "tests", *ALSO_COPY):
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, work / name)
+            continue
         shutil.rmtree(work / name, ignore_errors=True)
         shutil.copytree(ROOT / name, work / name, ignore=ignore)
     (work / "pyproject.toml").write_text(mutmut_config(module, test_files))
