@@ -111,9 +111,9 @@ def mutmut_config(module: str, test_files: list[str]) -> str:
             "[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\n")
 
 
-#: What tests read besides the package and tests/ (the CLI scripts, benchmark helpers, the README's
-#: example): mutmut copies these into its run folder too, or those tests fail before any mutant runs.
-ALSO_COPY = ("experiments", "benchmarks", "scripts", "README.md")
+#: What tests read besides the package and tests/ (the CLI scripts, benchmark helpers, the papers'
+#: numbers under docs/, the README's example): mutmut copies these into its run folder too, or those tests fail before any mutant runs.
+ALSO_COPY = ("experiments", "benchmarks", "scripts", "docs", "README.md")
 
 
 def prepare(module: str, test_files: list[str], resume: bool) -> Path:
