@@ -112,7 +112,8 @@ def mutmut_config(module: str, test_files: list[str]) -> str:
 
 
 #: What tests read besides the package and tests/ (the CLI scripts, benchmark helpers, the papers'
-#: numbers under docs/, the README's example): mutmut copies these into its run folder too, or those tests fail before any mutant runs.
+#: numbers under docs/, the README's example): mutmut copies these into its run folder too, or those
+#: tests fail before any mutant runs.
 ALSO_COPY = ("experiments", "benchmarks", "scripts", "docs", "README.md")
 
 
