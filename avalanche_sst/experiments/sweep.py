@@ -40,7 +40,7 @@ from avalanche_sst.experiments.tables import write_tables
 from avalanche_sst.metrics import make_evaluator
 from avalanche_sst.experiments.run_lock import run_lock
 from avalanche_sst.metrics.cost import CostMeter
-from avalanche_sst.metrics.logging import LearningRateLogger
+from avalanche_sst.metrics.logging import LearningRateLogger, log_scalar
 from avalanche_sst.metrics.resume import load_metric_state_dict, log_sizes, metric_state_dict
 from avalanche_sst.metrics.inference import inference_flops, stream_input_shape
 from avalanche_sst.metrics.memory import memory_beyond_model
@@ -269,8 +269,6 @@ def evaluator_checkpoint(evaluator) -> dict:
 
 def _step_memory(method: Method, strategy) -> float:
     """Bytes kept beyond the evaluated model after a step (metrics.memory), logged to TensorBoard too."""
-    from avalanche_sst.metrics.logging import log_scalar
-
     value = float(memory_beyond_model(method, strategy))
     log_scalar(strategy, "memory/bytes_beyond_model", value)
     return value
