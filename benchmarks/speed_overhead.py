@@ -105,6 +105,7 @@ def naive_runner(make_model, evaluator, exp, before: bool = False):
             strategy.train(exp, eval_streams=[])
         return seconds[-1]
 
+    run.strategy = strategy
     return run
 
 
@@ -123,6 +124,36 @@ def plain_runner(make_model, train: TensorImageDataset, collate):
         return time.process_time() - start
 
     return run
+
+
+ITERATION_CALLBACKS = ("before_training_iteration", "before_forward", "after_forward", "before_backward",
+                       "after_backward", "before_update", "after_update", "after_training_iteration")
+
+
+def evaluator_iteration_us(evaluator, strategy, epochs: int = 25, iterations: int = 40) -> float:
+    """CPU microseconds an evaluator's callbacks cost per training iteration.
+
+    Dispatched as Avalanche's ``trigger_plugins`` does (``hasattr`` then the
+    call), on a strategy left as after a real epoch (its last mini-batch,
+    output and loss); each epoch of ``iterations`` includes its start and its
+    end (where the epoch metrics are read and emitted).
+    """
+    def callback(name):
+        if hasattr(evaluator, name):
+            getattr(evaluator, name)(strategy)
+
+    def epoch():
+        callback("before_training_epoch")
+        for _ in range(iterations):
+            for name in ITERATION_CALLBACKS:
+                callback(name)
+        callback("after_training_epoch")
+
+    epoch()
+    start = time.process_time()
+    for _ in range(epochs):
+        epoch()
+    return (time.process_time() - start) / (epochs * iterations) * 1e6
 
 
 def per_call_ms(fn, repeat: int) -> float:
@@ -148,11 +179,12 @@ def main(argv=None) -> int:
                                         ratios=(1,), seed=0)
     exp = benchmark.train_stream[0]
     make_model = model_factory(args.model)
+    evaluators = {"naive": make_evaluator(), "naive_before": avalanche_evaluator()}
     runs = {
         "plain": plain_runner(make_model, train, exp.dataset.collate_fn),
-        "naive": naive_runner(make_model, make_evaluator(), exp),
+        "naive": naive_runner(make_model, evaluators["naive"], exp),
         "naive_no_metrics": naive_runner(make_model, LeanEvaluationPlugin(), exp),
-        "naive_before": naive_runner(make_model, avalanche_evaluator(), exp, before=True),
+        "naive_before": naive_runner(make_model, evaluators["naive_before"], exp, before=True),
     }
     times = {k: [] for k in runs}
     for rep in range(args.reps + 1):
@@ -179,6 +211,16 @@ def main(argv=None) -> int:
               f"{per_call_ms(lambda: batched_fetch._avalanche_has_ffcv_support([data]), 10):>8.3f}",
               f"{'has_ffcv_support per epoch, ours':<44} "
               f"{per_call_ms(lambda: batched_fetch.has_ffcv_support([data]), 10):>8.3f}"]
+    # The evaluators' callbacks alone, on a strategy holding one mini-batch, its output and loss.
+    strategy = runs["naive"].strategy
+    strategy.experience = exp
+    strategy.mbatch = [t.to(strategy.device) for t in collate(fast.__getitems__(indices))]
+    strategy.mb_output = strategy.model(strategy.mb_x)
+    strategy.loss = strategy._criterion(strategy.mb_output, strategy.mb_y)
+    lines += ["", f"{'evaluator callbacks per training iteration':<44} {'us':>8}", "-" * 53]
+    for label, name in (("Avalanche's EvaluationPlugin + metrics", "naive_before"),
+                        ("make_evaluator() (lean dispatch, device sums)", "naive")):
+        lines.append(f"{label:<44} {evaluator_iteration_us(evaluators[name], strategy):>8.1f}")
     table = "\n".join(lines)
     command = "python benchmarks/speed_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
     body = (f"`{command.strip()}` on {machine_description()}: model {args.model}, {args.samples} generated "
