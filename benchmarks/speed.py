@@ -255,7 +255,7 @@ def build_strategies(model_fn: Callable[[], nn.Module], benchmark, opts: Options
 # --- main -----------------------------------------------------------------------
 
 
-SUITES = ("core", "m2kd", "ada_qpacknet", "edge")
+SUITES = ("core", "m2kd", "ada_qpacknet", "edge", "methods")
 
 
 def default_result_name(args, device: torch.device) -> str:
