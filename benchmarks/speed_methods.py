@@ -29,7 +29,7 @@ time over the plain loop per iteration (an evaluation batch for
 
 Usage::
 
-    python benchmarks/speed.py --suite methods [--reps 5] [--samples 1024] [--csv PATH]
+    python benchmarks/speed.py --suite methods [--reps 5] [--samples 1024] [--csv PATH] [--doc docs/speed.md]
 """
 
 from __future__ import annotations
@@ -289,6 +289,7 @@ def main(argv=None) -> int:
     p.add_argument("--adaqpacknet-model", default="mlp-256")
     p.add_argument("--edge-model", default="resnet8-w4")
     p.add_argument("--csv", default=str(REPO / "benchmarks" / "results" / "speed_methods_cpu.csv"))
+    p.add_argument("--doc", default=None, help="also splice the table into this markdown file's methods markers")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pairs = {"m2kd": m2kd_pair(2 * args.samples, args.m2kd_model),
@@ -310,6 +311,15 @@ def main(argv=None) -> int:
         writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
     out.with_suffix(".md").write_text(body)
     print(f"written {out} and {out.with_suffix('.md')}")
+    if args.doc:
+        from importlib.util import module_from_spec, spec_from_file_location
+
+        spec = spec_from_file_location("update_readme", REPO / "experiments" / "update_readme.py")
+        update_readme = module_from_spec(spec)
+        spec.loader.exec_module(update_readme)
+        doc = Path(args.doc)
+        doc.write_text(update_readme.splice(doc.read_text(), "methods", body))
+        print(f"written the methods section of {doc}")
     return 0
 
 

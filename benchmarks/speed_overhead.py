@@ -12,8 +12,10 @@ around ``_train_exp`` (one epoch; data loader creation excluded):
 * ``naive_before``: Naive as before this change: Avalanche's ``EvaluationPlugin`` with Avalanche's
   accuracy/loss/forgetting metrics, per-sample fetch, Avalanche's per-epoch FFCV scan.
 
-Then, alone: one batch fetched per sample vs in one gather, and Avalanche's
-``has_ffcv_support`` vs ours on the experience's dataset.
+Then, alone: one batch fetched per sample vs in one gather, Avalanche's
+``has_ffcv_support`` vs ours on the experience's dataset, and the callbacks of
+Avalanche's evaluator vs ``make_evaluator()``'s per training iteration
+(dispatched as ``trigger_plugins`` does, one epoch's start and end included).
 
     python benchmarks/speed_overhead.py [--model linear] [--samples 5120] [--reps 10] [--doc docs/speed.md]
 
