@@ -158,6 +158,41 @@ def evaluator_iteration_us(evaluator, strategy, epochs: int = 25, iterations: in
     return (time.process_time() - start) / (epochs * iterations) * 1e6
 
 
+def template_pieces(strategy, n: int, iterations: int, repeat: int = 20) -> list[str]:
+    """Naive's per-iteration pieces alone, in microseconds per training iteration (the last table)."""
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from avalanche.training.utils import trigger_plugins
+
+    def us_per_iteration(fn, per_call_iterations: int) -> float:
+        return per_call_ms(fn, repeat) * 1e3 / per_call_iterations
+
+    def callbacks():
+        for name in ITERATION_CALLBACKS:
+            trigger_plugins(strategy, name)
+
+    def epoch_callbacks():
+        trigger_plugins(strategy, "before_training_epoch")
+        trigger_plugins(strategy, "after_training_epoch")
+
+    strategy.adapted_dataset = strategy.experience.dataset.train()
+    strategy.make_train_dataloader(shuffle=True)
+    avalanche_loader_ = strategy.dataloader
+    rows = [
+        ("batch indices, Avalanche's MultiDatasetSampler", lambda: list(avalanche_loader_._get_loader().batch_sampler),
+         iterations),
+        ("batch indices, torch BatchSampler (plain loop)",
+         lambda: list(BatchSampler(RandomSampler(range(n)), BATCH, False)), iterations),
+        (f"callbacks of all {len(strategy.plugins)} plugins (trigger_plugins)", callbacks, 1),
+        ("epoch start + end callbacks, per iteration", epoch_callbacks, iterations),
+        ("loader set-up per epoch, per iteration", lambda: iter(avalanche_loader_._get_loader()), iterations),
+    ]
+    lines = ["", f"{'Naive per training iteration, alone':<48} {'us':>8}", "-" * 57]
+    for label, fn, its in rows:
+        lines.append(f"{label:<48} {us_per_iteration(fn, its):>8.1f}")
+    return lines
+
+
 def per_call_ms(fn, repeat: int) -> float:
     fn()
     start = time.process_time()
@@ -209,6 +244,8 @@ def main(argv=None) -> int:
               f"{per_call_ms(lambda: collate([slow[i] for i in indices]), 200):>8.3f}",
               f"{'fetch + collate, one gather (now)':<44} "
               f"{per_call_ms(lambda: collate(fast.__getitems__(indices)), 200):>8.3f}",
+              f"{'fetch + collate, the plain loop (no wrappers)':<44} "
+              f"{per_call_ms(lambda: collate(train.__getitems__(indices)), 200):>8.3f}",
               f"{'has_ffcv_support per epoch, Avalanche':<44} "
               f"{per_call_ms(lambda: batched_fetch._avalanche_has_ffcv_support([data]), 10):>8.3f}",
               f"{'has_ffcv_support per epoch, ours':<44} "
@@ -223,6 +260,7 @@ def main(argv=None) -> int:
     for label, name in (("Avalanche's EvaluationPlugin + metrics", "naive_before"),
                         ("make_evaluator() (lean dispatch, device sums)", "naive")):
         lines.append(f"{label:<44} {evaluator_iteration_us(evaluators[name], strategy):>8.1f}")
+    lines += template_pieces(strategy, len(data), iterations)
     table = "\n".join(lines)
     command = "python benchmarks/speed_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
     body = (f"`{command.strip()}` on {machine_description()}: model {args.model}, {args.samples} generated "
