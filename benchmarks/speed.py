@@ -255,7 +255,7 @@ def build_strategies(model_fn: Callable[[], nn.Module], benchmark, opts: Options
 # --- main -----------------------------------------------------------------------
 
 
-SUITES = ("core", "m2kd", "ada_qpacknet", "edge")
+SUITES = ("core", "m2kd", "ada_qpacknet", "edge", "methods")
 
 
 def default_result_name(args, device: torch.device) -> str:
@@ -326,6 +326,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", nargs="*", default=None, choices=PHASES,
                    help="after timing, cProfile one more epoch of these phases (all if none named)")
     p.add_argument("--profile-top", type=int, default=25)
+    p.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime",
+                   help="cProfile order: own time (default) or cumulative (which call, with what it calls, costs what)")
     p.add_argument("--profile-ops", action="store_true", help="--profile with torch.profiler (ops) instead of cProfile")
     args = p.parse_args(argv)
 
@@ -480,7 +482,8 @@ def main(argv=None) -> int:
     if args.profile is not None:
         for ph in args.profile or [ph for ph in order if ph != "eval_plain"]:
             if ph in runners:
-                print((profile_ops if args.profile_ops else profile_epoch)(ph, runners[ph], args.profile_top))
+                print(profile_ops(ph, runners[ph], args.profile_top) if args.profile_ops
+                      else profile_epoch(ph, runners[ph], args.profile_top, args.profile_sort))
     load = load_average()
     print(f"total {time.perf_counter() - t_start:.0f} s" + (f"; load average now {load:.1f}" if load is not None else ""))
     return 0

@@ -12,8 +12,10 @@ around ``_train_exp`` (one epoch; data loader creation excluded):
 * ``naive_before``: Naive as before this change: Avalanche's ``EvaluationPlugin`` with Avalanche's
   accuracy/loss/forgetting metrics, per-sample fetch, Avalanche's per-epoch FFCV scan.
 
-Then, alone: one batch fetched per sample vs in one gather, and Avalanche's
-``has_ffcv_support`` vs ours on the experience's dataset.
+Then, alone: one batch fetched per sample vs in one gather, Avalanche's
+``has_ffcv_support`` vs ours on the experience's dataset, and the callbacks of
+Avalanche's evaluator vs ``make_evaluator()``'s per training iteration
+(dispatched as ``trigger_plugins`` does, one epoch's start and end included).
 
     python benchmarks/speed_overhead.py [--model linear] [--samples 5120] [--reps 10] [--doc docs/speed.md]
 
@@ -105,6 +107,7 @@ def naive_runner(make_model, evaluator, exp, before: bool = False):
             strategy.train(exp, eval_streams=[])
         return seconds[-1]
 
+    run.strategy = strategy
     return run
 
 
@@ -123,6 +126,71 @@ def plain_runner(make_model, train: TensorImageDataset, collate):
         return time.process_time() - start
 
     return run
+
+
+ITERATION_CALLBACKS = ("before_training_iteration", "before_forward", "after_forward", "before_backward",
+                       "after_backward", "before_update", "after_update", "after_training_iteration")
+
+
+def evaluator_iteration_us(evaluator, strategy, epochs: int = 25, iterations: int = 40) -> float:
+    """CPU microseconds an evaluator's callbacks cost per training iteration.
+
+    Dispatched as Avalanche's ``trigger_plugins`` does (``hasattr`` then the
+    call), on a strategy left as after a real epoch (its last mini-batch,
+    output and loss); each epoch of ``iterations`` includes its start and its
+    end (where the epoch metrics are read and emitted).
+    """
+    def callback(name):
+        if hasattr(evaluator, name):
+            getattr(evaluator, name)(strategy)
+
+    def epoch():
+        callback("before_training_epoch")
+        for _ in range(iterations):
+            for name in ITERATION_CALLBACKS:
+                callback(name)
+        callback("after_training_epoch")
+
+    epoch()
+    start = time.process_time()
+    for _ in range(epochs):
+        epoch()
+    return (time.process_time() - start) / (epochs * iterations) * 1e6
+
+
+def template_pieces(strategy, n: int, iterations: int, repeat: int = 20) -> list[str]:
+    """Naive's per-iteration pieces alone, in microseconds per training iteration (the last table)."""
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from avalanche.training.utils import trigger_plugins
+
+    def us_per_iteration(fn, per_call_iterations: int) -> float:
+        return per_call_ms(fn, repeat) * 1e3 / per_call_iterations
+
+    def callbacks():
+        for name in ITERATION_CALLBACKS:
+            trigger_plugins(strategy, name)
+
+    def epoch_callbacks():
+        trigger_plugins(strategy, "before_training_epoch")
+        trigger_plugins(strategy, "after_training_epoch")
+
+    strategy.adapted_dataset = strategy.experience.dataset.train()
+    strategy.make_train_dataloader(shuffle=True)
+    avalanche_loader_ = strategy.dataloader
+    rows = [
+        ("batch indices, Avalanche's MultiDatasetSampler", lambda: list(avalanche_loader_._get_loader().batch_sampler),
+         iterations),
+        ("batch indices, torch BatchSampler (plain loop)",
+         lambda: list(BatchSampler(RandomSampler(range(n)), BATCH, False)), iterations),
+        (f"callbacks of all {len(strategy.plugins)} plugins (trigger_plugins)", callbacks, 1),
+        ("epoch start + end callbacks, per iteration", epoch_callbacks, iterations),
+        ("loader set-up per epoch, per iteration", lambda: iter(avalanche_loader_._get_loader()), iterations),
+    ]
+    lines = ["", f"{'Naive per training iteration, alone':<48} {'us':>8}", "-" * 57]
+    for label, fn, its in rows:
+        lines.append(f"{label:<48} {us_per_iteration(fn, its):>8.1f}")
+    return lines
 
 
 def per_call_ms(fn, repeat: int) -> float:
@@ -148,11 +216,12 @@ def main(argv=None) -> int:
                                         ratios=(1,), seed=0)
     exp = benchmark.train_stream[0]
     make_model = model_factory(args.model)
+    evaluators = {"naive": make_evaluator(), "naive_before": avalanche_evaluator()}
     runs = {
         "plain": plain_runner(make_model, train, exp.dataset.collate_fn),
-        "naive": naive_runner(make_model, make_evaluator(), exp),
+        "naive": naive_runner(make_model, evaluators["naive"], exp),
         "naive_no_metrics": naive_runner(make_model, LeanEvaluationPlugin(), exp),
-        "naive_before": naive_runner(make_model, avalanche_evaluator(), exp, before=True),
+        "naive_before": naive_runner(make_model, evaluators["naive_before"], exp, before=True),
     }
     times = {k: [] for k in runs}
     for rep in range(args.reps + 1):
@@ -175,10 +244,23 @@ def main(argv=None) -> int:
               f"{per_call_ms(lambda: collate([slow[i] for i in indices]), 200):>8.3f}",
               f"{'fetch + collate, one gather (now)':<44} "
               f"{per_call_ms(lambda: collate(fast.__getitems__(indices)), 200):>8.3f}",
+              f"{'fetch + collate, the plain loop (no wrappers)':<44} "
+              f"{per_call_ms(lambda: collate(train.__getitems__(indices)), 200):>8.3f}",
               f"{'has_ffcv_support per epoch, Avalanche':<44} "
               f"{per_call_ms(lambda: batched_fetch._avalanche_has_ffcv_support([data]), 10):>8.3f}",
               f"{'has_ffcv_support per epoch, ours':<44} "
               f"{per_call_ms(lambda: batched_fetch.has_ffcv_support([data]), 10):>8.3f}"]
+    # The evaluators' callbacks alone, on a strategy holding one mini-batch, its output and loss.
+    strategy = runs["naive"].strategy
+    strategy.experience = exp
+    strategy.mbatch = [t.to(strategy.device) for t in collate(fast.__getitems__(indices))]
+    strategy.mb_output = strategy.model(strategy.mb_x)
+    strategy.loss = strategy._criterion(strategy.mb_output, strategy.mb_y)
+    lines += ["", f"{'evaluator callbacks per training iteration':<44} {'us':>8}", "-" * 53]
+    for label, name in (("Avalanche's EvaluationPlugin + metrics", "naive_before"),
+                        ("make_evaluator() (lean dispatch, device sums)", "naive")):
+        lines.append(f"{label:<44} {evaluator_iteration_us(evaluators[name], strategy):>8.1f}")
+    lines += template_pieces(strategy, len(data), iterations)
     table = "\n".join(lines)
     command = "python benchmarks/speed_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
     body = (f"`{command.strip()}` on {machine_description()}: model {args.model}, {args.samples} generated "

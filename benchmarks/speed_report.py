@@ -137,14 +137,15 @@ def profile_ops(name: str, run: Callable[[], object], top: int) -> str:
     return f"--- torch.profiler of one '{name}' epoch (ops by self time, grouped by input shapes) ---\n{table}"
 
 
-def profile_epoch(name: str, run: Callable[[], object], top: int) -> str:
+def profile_epoch(name: str, run: Callable[[], object], top: int, sort: str = "tottime") -> str:
     prof = cProfile.Profile()
     prof.enable()
     run()
     prof.disable()
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    return f"--- cProfile of one '{name}' epoch (sorted by own time) ---\n" + out.getvalue()
+    stats.sort_stats(sort).print_stats(top)
+    order = "own time" if sort == "tottime" else "cumulative time"
+    return f"--- cProfile of one '{name}' epoch (sorted by {order}) ---\n" + out.getvalue()
 
 

@@ -9,7 +9,8 @@ Sections (each only if its source exists):
 - ``scaling``: ``benchmarks/results/sweep_scaling.md``, the output of ``benchmarks/sweep_scaling.py``;
 - ``speed``: ``benchmarks/results/speed_cpu.md``, written by ``make speed``, followed by the
   tiny-model tables ``speed_cpu_resnet8-w4.md`` and ``speed_cpu_mlp-400-400.md`` where they exist
-  (``benchmarks/speed.py --model resnet8-w4`` / ``--model mlp-400-400 --phases plain naive eval eval_plain``).
+  (``benchmarks/speed.py --model resnet8-w4`` / ``--model mlp-400-400 --phases plain naive eval eval_plain``),
+  and the methods against their plain loops, ``speed_methods_cpu.md`` (``benchmarks/speed.py --suite methods``).
 Numbers are never typed into the README: rerun the producing command, then this.
 """
 
@@ -29,7 +30,8 @@ SECTIONS = {
 }
 # Appended to a section's source, each if it exists.
 EXTRA_SOURCES = {
-    "speed": [ROOT / "benchmarks" / "results" / f"speed_cpu_{model}.md" for model in ("resnet8-w4", "mlp-400-400")],
+    "speed": [*(ROOT / "benchmarks" / "results" / f"speed_cpu_{model}.md" for model in ("resnet8-w4", "mlp-400-400")),
+              ROOT / "benchmarks" / "results" / "speed_methods_cpu.md"],
 }
 
 

@@ -176,14 +176,16 @@ def test_device_metrics_equal_avalanche_values():
 
     g = torch.Generator().manual_seed(0)
     ours, theirs, our_loss, their_loss = DeviceAccuracy(), Accuracy(), DeviceLoss(), LossMetric()
-    for n in torch.randint(1, 200, (60,), generator=g).tolist():
+    for k, n in enumerate(torch.randint(1, 200, (60,), generator=g).tolist()):
         logits = torch.randn(n, 5, generator=g)
         y = torch.randint(0, 5, (n,), generator=g)
-        loss = torch.rand((), generator=g) * 3
+        loss = torch.rand((), generator=g, dtype=torch.float64 if k % 3 == 0 else torch.float32) * 3
         for acc in (ours, theirs):
             acc.update(logits, y)
         for lm in (our_loss, their_loss):
-            lm.update(loss, n)
+            lm.update(loss if k % 2 else loss.expand(3), n)  # a reduced loss, and one to average
+        if k in (20, 21):  # read mid-way (twice): the pending batches are folded once
+            assert ours.result() == theirs.result() and our_loss.result() == their_loss.result()
     assert ours.result() == theirs.result()
     assert our_loss.result() == their_loss.result()
     # Hand-computed on a tiny batch: 2 of 3 right, then 1 of 1.
@@ -193,6 +195,20 @@ def test_device_metrics_equal_avalanche_values():
     assert acc.result() == pytest.approx(3 / 4)
     acc.reset()
     assert acc.result() == 0.0
+    # Avalanche sums (hits / n) * n per batch, which is not always the hit count: 15 of 22, then 0 of 1.
+    acc.update(torch.ones(22), torch.cat([torch.ones(15), torch.zeros(7)]))
+    acc.update(torch.ones(1), torch.zeros(1))
+    assert acc.result() == ((15 / 22) * 22 + 0.0) / 23 != 15 / 23
+
+
+def test_device_metric_updates_make_no_host_read(monkeypatch):
+    accuracy, loss = DeviceAccuracy(), DeviceLoss()
+    logits, y = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 0, 0])
+    reads = _count_host_reads(monkeypatch, lambda: [(accuracy.update(logits, y), loss.update(torch.tensor(0.5), 3))
+                                                    for _ in range(10)])
+    assert reads == 0
+    assert _count_host_reads(monkeypatch, lambda: (accuracy.result(), loss.result())) <= 2  # one list read each
+    assert accuracy.result() == pytest.approx(2 / 3) and loss.result() == 0.5
 
 
 # --- lean evaluation dispatch and the FFCV scan ---------------------------------------
@@ -267,6 +283,19 @@ def test_lean_evaluation_sends_training_iterations_to_training_metrics_only():
     assert "Top1_Acc_Epoch" not in acting["after_eval_iteration"]
     assert {"Top1_Acc_Exp", "Top1_Acc_Stream", "Loss_Exp", "StreamForgetting"} <= set(acting["after_eval_iteration"])
     assert {"Loss_Epoch", "Top1_Acc_Epoch"} <= set(acting["after_training_epoch"])  # per epoch: not narrowed
+
+
+def test_lean_evaluation_reads_attributes_plainly_and_hides_callbacks_nobody_handles():
+    """Avalanche's trigger_plugins asks hasattr first: a callback no metric or logger acts on is absent."""
+    evaluator = make_evaluator()
+    assert type(evaluator).__getattribute__ is object.__getattribute__  # no Python call per attribute read
+    assert not hasattr(evaluator, "before_backward") and not hasattr(evaluator, "before_training_iteration")
+    assert hasattr(evaluator, "after_training_iteration") and hasattr(evaluator, "after_training_epoch")
+    assert hasattr(evaluator, "before_eval")  # EvaluationPlugin's own method
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        evaluator.no_such_thing
+    evaluator.loggers.append(CountingLogger())  # a logger with after_forward: now it is there
+    assert hasattr(evaluator, "after_forward") and not hasattr(evaluator, "before_backward")
 
 
 def test_ffcv_check_skips_the_per_sample_scan_and_defers_when_a_leaf_has_ffcv_info(monkeypatch):

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from avalanche.benchmarks.utils.data import AvalancheDataset
 from avalanche.benchmarks.utils.ffcv_support.ffcv_components import has_ffcv_support as _avalanche_has_ffcv_support
@@ -203,6 +203,23 @@ class BatchedConcatDataset(ConcatDataset):
                 return [self[i] for i in indices]
             parts.append((batch, torch.from_numpy(np.nonzero(mask)[0])))
         return _assemble(parts, len(idx)) or [self[i] for i in indices]
+
+
+def batched(dataset):
+    """``dataset`` with a batched ``__getitems__``: an ``AvalancheDataset`` is wrapped in a
+    one-dataset :class:`BatchedConcatDataset` (same items, same length); anything else is returned as is."""
+    return BatchedConcatDataset([dataset]) if isinstance(dataset, AvalancheDataset) else dataset
+
+
+def batched_loader(dataset, batch_size: int, shuffle: bool = False, **kwargs) -> DataLoader:
+    """A ``DataLoader`` over ``dataset`` with its own ``collate_fn`` that fetches each mini-batch in one gather.
+
+    The sampler sees a dataset of the same length, so under a seed it draws the
+    same indices (and the collate the same augmentation) as
+    ``DataLoader(dataset, batch_size, shuffle, collate_fn=dataset.collate_fn)``.
+    """
+    return DataLoader(batched(dataset), batch_size=batch_size, shuffle=shuffle,
+                      collate_fn=getattr(dataset, "collate_fn", None), **kwargs)
 
 
 def _leaves(dataset, out: list) -> bool:

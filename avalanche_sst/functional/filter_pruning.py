@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
+from avalanche_sst.benchmarks import batched_fetch
 from avalanche_sst.metrics.validation import validation_data
 from avalanche_sst.models.introspection import capture_block_outputs
 from avalanche_sst.models.resnet_cifar import LayerWidths, WideResNet
@@ -200,7 +201,7 @@ def pruning_batch(data, num_images: int = DEFAULT_PRUNE_IMAGES, seed: int = 0) -
         raise ValueError("prune_plan: the dataset is empty")
     generator = torch.Generator().manual_seed(seed)
     picked = torch.randperm(len(chosen), generator=generator)[:num_images].tolist()
-    loader = DataLoader(Subset(chosen, picked), batch_size=len(picked),
+    loader = DataLoader(Subset(batched_fetch.batched(chosen), picked), batch_size=len(picked),
                         collate_fn=getattr(chosen, "collate_fn", None))
     return next(iter(loader))[0]
 

@@ -3,12 +3,15 @@
 Avalanche's ``Accuracy`` and ``LossMetric`` turn every mini-batch's count and
 loss into a Python float (``float(tensor)``): one host read per iteration
 and metric, which on a GPU stalls the queue of kernels every iteration. The
-metrics here keep the running sums as tensors on the batch's device and read
-them once, when the value is emitted (end of epoch, experience or stream).
+metrics here keep each mini-batch's count and loss as a tensor on the batch's
+device, in a list, and read the list once, when the value is emitted (end of
+epoch, experience or stream).
 
-The arithmetic is Avalanche's, in float64 and in the same order (batch
-accuracy ``correct / n`` times ``n``, loss mean times ``n``, summed, divided
-by the summed weights), so the emitted values equal Avalanche's. The plugin
+The arithmetic is then Avalanche's own, on the same Python floats in the same
+order (batch accuracy ``correct / n`` times ``n``, loss mean times ``n``,
+summed, divided by the summed weights), so the emitted values equal
+Avalanche's bit for bit; per batch, the accuracy costs the three ops that
+count the hits and the loss none. The plugin
 metrics are Avalanche's own classes (names, reset and emit points
 unchanged) with these inner metrics swapped in: :func:`device_metrics`.
 """
@@ -16,7 +19,6 @@ unchanged) with these inner metrics swapped in: :func:`device_metrics`.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Optional
 
 import torch
 from avalanche.evaluation.metrics import Accuracy, TaskAwareAccuracy
@@ -26,31 +28,59 @@ from avalanche.evaluation.metrics.loss import LossMetric, LossPluginMetric
 
 
 class DeviceMean:
-    """Avalanche's weighted ``Mean`` with the sum kept as a float64 tensor (read in :meth:`result`)."""
+    """Avalanche's weighted ``Mean``, its per-batch values kept as tensors until :meth:`result`.
 
-    def __init__(self):
-        self.summed: Optional[torch.Tensor] = None
+    ``update(value, weight)`` appends the value, unread, to a list (no device
+    op: the tensor is already there); :meth:`result` reads the list in one
+    transfer and does Avalanche's Python float arithmetic on it in the same
+    order (``summed += value * weight``), so the result equals Avalanche's bit
+    for bit. ``ratio=True`` (accuracy) takes a count and adds
+    ``(count / weight) * weight``, as Avalanche's ``Accuracy`` does.
+    """
+
+    def __init__(self, ratio: bool = False):
+        self.ratio = ratio
+        self.summed = 0.0
         self.weight = 0.0
+        self._values: list = []
+        self._weights: list = []
 
     def update(self, value: torch.Tensor, weight: float) -> None:
-        weighted = value.detach().to(torch.float64) * float(weight)
-        self.summed = weighted if self.summed is None else self.summed + weighted
-        self.weight += float(weight)
+        self._values.append(value.detach())
+        self._weights.append(float(weight))
+
+    def _fold(self) -> None:
+        """Add the pending values to the Python sums (one host read for all of them)."""
+        if not self._values:
+            return
+        try:
+            values = torch.stack(self._values).tolist()
+        except RuntimeError:  # values on different devices: read one by one
+            values = [v.item() for v in self._values]
+        for value, weight in zip(values, self._weights):
+            value = float(value)
+            if self.ratio:
+                value = value / weight
+            self.summed += value * weight
+            self.weight += weight
+        self._values, self._weights = [], []
 
     def result(self) -> float:
-        if self.weight == 0.0 or self.summed is None:
+        self._fold()
+        if self.weight == 0.0:
             return 0.0
-        return self.summed.item() / self.weight
+        return self.summed / self.weight
 
     def reset(self) -> None:
-        self.summed, self.weight = None, 0.0
+        self.summed, self.weight = 0.0, 0.0
+        self._values, self._weights = [], []
 
 
 class DeviceAccuracy(Accuracy):
-    """``Accuracy`` without a host read per update."""
+    """``Accuracy`` without a host read per update: three tensor ops per batch, summed at read time."""
 
     def __init__(self):
-        self._mean_accuracy = DeviceMean()
+        self._mean_accuracy = DeviceMean(ratio=True)
 
     @torch.no_grad()
     def update(self, predicted_y, true_y) -> None:
@@ -62,9 +92,7 @@ class DeviceAccuracy(Accuracy):
             predicted_y = torch.max(predicted_y, 1)[1]
         if true_y.dim() > 1:
             true_y = torch.max(true_y, 1)[1]
-        total = len(true_y)
-        correct = torch.sum(torch.eq(predicted_y, true_y)).to(torch.float64)
-        self._mean_accuracy.update(correct / total, total)
+        self._mean_accuracy.update(torch.sum(torch.eq(predicted_y, true_y)), len(true_y))
 
 
 class DeviceTaskAwareAccuracy(TaskAwareAccuracy):
@@ -88,7 +116,8 @@ class DeviceLoss(LossMetric):
 
     @torch.no_grad()
     def update(self, loss: torch.Tensor, patterns: int) -> None:
-        self._mean_loss.update(torch.mean(loss), weight=patterns)
+        # the mean of a 0-d loss is the loss itself: no op for the usual reduced loss
+        self._mean_loss.update(loss if loss.dim() == 0 else torch.mean(loss), weight=patterns)
 
 
 def device_metrics(metrics: list) -> list:

@@ -18,6 +18,8 @@ results are the same.
 
 from __future__ import annotations
 
+from functools import partial
+
 from avalanche.core import BasePlugin, BaseSGDPlugin, SupervisedPlugin
 from avalanche.evaluation.metric_definitions import GenericPluginMetric, PluginMetric
 from avalanche.training.plugins import EvaluationPlugin
@@ -48,16 +50,44 @@ def handles(obj, callback: str) -> bool:
     return False
 
 
-class LeanEvaluationPlugin(EvaluationPlugin):
-    """``EvaluationPlugin`` that sends a callback only to the metrics and loggers that act on it."""
+_CALLBACK_PREFIXES = ("before_", "after_")
 
-    def _update_metrics_and_loggers(self, strategy, callback: str):
+
+class LeanEvaluationPlugin(EvaluationPlugin):
+    """``EvaluationPlugin`` that sends a callback only to the metrics and loggers that act on it.
+
+    Avalanche's ``EvaluationPlugin.__getattribute__`` (a Python call on every
+    attribute read of the plugin) exists to forward ``before_*``/``after_*``
+    callbacks to the metrics. Here attribute reads are Python's own again, and
+    the forwarding lives in ``__getattr__``, which runs only for a name not
+    found otherwise: a callback that nobody acts on is no attribute at all, so
+    Avalanche's ``trigger_plugins`` (``if hasattr(plugin, callback)``) skips
+    the plugin without the call and the experience copy a call costs.
+    """
+
+    __getattribute__ = object.__getattribute__
+
+    def __getattr__(self, item: str):
+        if item.startswith(_CALLBACK_PREFIXES) and "metrics" in self.__dict__:
+            metrics, logger_acts = self._acting_on(item)
+            if metrics or logger_acts:
+                return partial(self._forward, item)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {item!r}")
+
+    def _forward(self, callback: str, strategy, **kwargs):
+        return self._update_metrics_and_loggers(strategy, callback)
+
+    def _acting_on(self, callback: str) -> tuple:
+        """(the metrics that act on ``callback``, whether a logger does), cached per metric and logger count."""
         acting = self.__dict__.setdefault("_acting", {})
         key = (callback, len(self.metrics), len(self.loggers))
         if key not in acting:
             metrics = [m for m in self.metrics if handles(m, callback)]
             acting[key] = (metrics, any(handles(logger, callback) for logger in self.loggers))
-        metrics, logger_acts = acting[key]
+        return acting[key]
+
+    def _update_metrics_and_loggers(self, strategy, callback: str):
+        metrics, logger_acts = self._acting_on(callback)
         if not metrics and not logger_acts:
             return []
         every_metric = self.metrics

@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch.utils.data import DataLoader
-
+from avalanche_sst.benchmarks import batched_fetch
 from avalanche_sst.benchmarks.tensor_data import BatchCollate
 
 
@@ -22,8 +21,7 @@ def accuracy(model: torch.nn.Module, dataset, device: torch.device | str = "cpu"
     was_training = model.training
     model.eval()
     data = dataset.eval() if hasattr(dataset, "eval") else dataset
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False,
-                        collate_fn=getattr(data, "collate_fn", None))
+    loader = batched_fetch.batched_loader(data, batch_size)
     correct = None  # counted on the model's device: one host sync at the end, not one per batch
     total = 0
     try:
@@ -51,6 +49,10 @@ class _NoAugment(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.base[i]
+
+    def __getitems__(self, indices):
+        fetch = getattr(batched_fetch.batched(self.base), "__getitems__", None)
+        return fetch(indices) if fetch is not None else [self.base[i] for i in indices]
 
 
 def validation_slice(experience, valid_stream=None, given=None):

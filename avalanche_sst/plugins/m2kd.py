@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader
 from avalanche.models import IncrementalClassifier
 from avalanche.training.plugins import SupervisedPlugin
 
+from avalanche_sst.benchmarks.batched_fetch import batched_loader
 from avalanche_sst.functional.m2kd_losses import ad_loss, m2kd_loss, mmd_loss, seen_bce
 from avalanche_sst.metrics.cost import FORWARD_COST, charge
 from avalanche_sst.metrics.logging import log_scalar
@@ -351,7 +352,7 @@ class M2KDPlugin(SupervisedPlugin):
     def _step_loader(self, strategy) -> DataLoader:
         data = getattr(strategy, "adapted_dataset", None) or strategy.experience.dataset
         data = data.eval()
-        return DataLoader(data, batch_size=strategy.train_mb_size, collate_fn=getattr(data, "collate_fn", None))
+        return batched_loader(data, strategy.train_mb_size)
 
     def _refresh_bn(self, strategy, loader) -> None:
         update_bn(loader, self.network, device=strategy.device)

@@ -51,10 +51,10 @@ import torch
 from torch import nn
 from torch.nn import CrossEntropyLoss
 from torch.optim.lr_scheduler import CosineAnnealingLR
-from torch.utils.data import DataLoader
 from avalanche.training.plugins import LRSchedulerPlugin
 from avalanche.training.templates import SupervisedTemplate
 
+from avalanche_sst.benchmarks.batched_fetch import batched_loader
 from avalanche_sst.functional.adaptive_pruning import (
     draw_candidate_masks,
     fitness,
@@ -215,8 +215,7 @@ class AdaQPackNet(SupervisedTemplate):
     # --- Alg. 1 -----------------------------------------------------------------------
     def _short_train(self, task: int, epochs: int) -> None:
         data = self.experience.dataset.train()
-        loader = DataLoader(data, batch_size=self.train_mb_size, shuffle=True,
-                            collate_fn=getattr(data, "collate_fn", None))
+        loader = batched_loader(data, self.train_mb_size, shuffle=True)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         schedule = CosineAnnealingLR(optimizer, T_max=epochs * max(len(loader), 1), eta_min=self.lr_min)
         self.model.train()
