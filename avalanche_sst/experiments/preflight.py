@@ -31,6 +31,7 @@ about such a run says so.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import resource
@@ -190,14 +191,29 @@ class InterruptAfterFirstStep(SupervisedPlugin):
             raise _Interrupt("preflight: interrupted after step 1 to test the resume")
 
 
-class IterationCap(SupervisedPlugin):
-    """Ends every training epoch after ``iterations`` batches; the next epoch still runs.
+class _FirstBatches:
+    """The first ``n`` batches of a data loader; every other attribute is the loader's."""
 
-    It raises Avalanche's own early-stop flag, which ``training_epoch`` reads
-    before each batch, and lowers it after the epoch (only when it raised it,
-    so a method's own early stop is kept). Every epoch of every phase still
-    runs; loops a method writes itself (not Avalanche's ``training_epoch``)
-    are not capped.
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.n)
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.loader))
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+class IterationCap(SupervisedPlugin):
+    """Every training epoch ends after ``iterations`` batches; every epoch of every phase still runs.
+
+    It hands Avalanche's ``training_epoch`` the first ``iterations`` batches
+    of the epoch's data loader (rather than raising the early-stop flag, which
+    a method's own early stop may share). Loops a method writes itself (not
+    Avalanche's ``training_epoch``) are not capped.
     """
 
     propagate_to_phases = True  # the framework's and edge KT's phases are strategies of their own
@@ -205,22 +221,10 @@ class IterationCap(SupervisedPlugin):
     def __init__(self, iterations: int):
         super().__init__()
         self.iterations = iterations
-        self.seen = 0
-        self._raised = False
 
     def before_training_epoch(self, strategy, *args, **kwargs):
-        self.seen = 0
-
-    def after_training_iteration(self, strategy, *args, **kwargs):
-        self.seen += 1
-        if self.seen >= self.iterations and not strategy._stop_training:
-            strategy._stop_training = True
-            self._raised = True
-
-    def after_training_epoch(self, strategy, *args, **kwargs):
-        if self._raised:
-            strategy._stop_training = False
-            self._raised = False
+        if not isinstance(strategy.dataloader, _FirstBatches):
+            strategy.dataloader = _FirstBatches(strategy.dataloader, self.iterations)
 
 
 class TrainingClock(SupervisedPlugin):
