@@ -7,7 +7,8 @@ Each ``NAME=FOLDER`` names a section: ``forecast`` (the ``--forecast-only`` outp
 goes between ``<!-- preflight-forecast:start/end -->``; every other name is appended, in order,
 between ``<!-- preflight-runs:start/end -->``. ``NAME=FILE.md`` takes a preflight.md file itself, e.g.
 the copy kept from an earlier publication (``table3=docs/runs/preflight/table3.md``), so the sections
-not rerun stay. Numbers are never typed into the docs: rerun the producing commands (written in each
+not rerun stay. A FOLDER with only ``preflight.json`` (a preflight stopped midway) gives the runs it
+finished. Numbers are never typed into the docs: rerun the producing commands (written in each
 file), then this.
 """
 
@@ -30,7 +31,8 @@ def _preflight_md(source: str) -> Path:
 
 def main(argv=None) -> int:
     items = [a.partition("=") for a in (sys.argv[1:] if argv is None else argv)]
-    bad = [name for name, eq, folder in items if not eq or not _preflight_md(folder).exists()]
+    bad = [name for name, eq, folder in items
+           if not eq or not (_preflight_md(folder).exists() or (Path(folder) / "preflight.json").exists())]
     if bad or not items:
         raise SystemExit(f"give NAME=FOLDER pairs whose FOLDER holds preflight.md, or NAME=FILE.md (bad: {bad})")
     doc = ROOT / "docs" / "paper-tables.md"
@@ -39,8 +41,9 @@ def main(argv=None) -> int:
     runs = []
     text = doc.read_text()
     for name, _, folder in items:
-        body = _preflight_md(folder).read_text()
-        if "\nRuns:\n" not in body and (Path(folder) / "preflight.json").exists():  # written before runs were listed
+        md = _preflight_md(folder)  # absent: a preflight stopped before its end, which lists the runs it finished
+        body = md.read_text() if md.exists() else "Stopped before its end: no forecast.\n"
+        if "\nRuns:\n" not in body and (Path(folder) / "preflight.json").exists():  # or written before runs were listed
             body += "\nRuns (from preflight.json):\n\n" + "".join(
                 f"- `{run_line(r)}`\n" for r in read_results_json(Path(folder) / "preflight.json"))
         (keep / f"{name}.md").write_text(body)

@@ -186,3 +186,24 @@ def test_each_sweeps_data_and_full_benchmark_are_made_once(make_data, tmp_path, 
     assert all(r.ok for r in results)
     assert len(loads) == 1
     assert len(builds) == 1 + len(methods)  # the full-size one, then each run's shrunk one
+
+
+def test_a_preflight_stopped_midway_keeps_the_runs_it_finished(make_data, tmp_path, monkeypatch):
+    import avalanche_sst.experiments.preflight as P
+
+    data = make_data(24, seed=0), make_data(6, seed=1)
+    (tmp_path / "preflight.md").write_text("an earlier preflight's forecast")
+    run = P.preflight_run
+
+    def stopped_at_ewc(preset, method, *args, **kwargs):
+        if method == "ewc":
+            raise KeyboardInterrupt  # Ctrl-C, or the machine taken back
+        return run(preset, method, *args, **kwargs)
+
+    monkeypatch.setattr(P, "preflight_run", stopped_at_ewc)
+    with pytest.raises(KeyboardInterrupt):
+        run_preflight({"mine": [("sweep", _tiny_preset(("finetune", "lwf", "ewc")))]}, tmp_path, iterations=1,
+                      data=data, log=lambda s: None)
+    kept = P.read_results_json(tmp_path / "preflight.json")
+    assert [(r.method, r.ok) for r in kept] == [("finetune", True), ("lwf", True)]
+    assert not (tmp_path / "preflight.md").exists()  # no forecast of another preflight left behind

@@ -346,9 +346,10 @@ def preflight_device(device: Optional[str], presets) -> tuple[Optional[str], str
 
 def preflight_sweep(name: str, sweep: str, preset: Preset, data, out: Path, iterations: int = 2,
                     batch: Optional[int] = None, device: Optional[str] = None, command: str = "",
-                    log: Callable[[str], None] = print, label: str = "", full=None) -> list:
+                    log: Callable[[str], None] = print, label: str = "", full=None,
+                    record: Callable[[PreflightResult], None] = lambda r: None) -> list:
     """:func:`preflight_run` for every method of one sweep on its ``data``; errors are collected, not raised.
-    ``full``: the sweep's full-size benchmark, if already built."""
+    ``full``: the sweep's full-size benchmark, if already built; ``record`` is called with each result."""
     results = []
     shutil.rmtree(out / name / sweep, ignore_errors=True)  # a preflight always runs, never reuses
     for method in preset.methods:
@@ -363,6 +364,7 @@ def preflight_sweep(name: str, sweep: str, preset: Preset, data, out: Path, iter
                                 error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-4)}")
         r.table, r.sweep, r.method, r.command = name, sweep, method, command
         results.append(r)
+        record(r)
         log(run_line(r))
     return results
 
@@ -375,6 +377,7 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
 
     ``run=False`` (``--forecast-only``): no run, the forecast's sample-passes and H100 estimate only.
     Each sweep's data are loaded, and its full-size benchmark built, once for its preflight and forecast.
+    ``preflight.json`` is rewritten after every run, so a preflight stopped midway keeps what it found.
     """
     from avalanche_sst.experiments import forecast as F
     from avalanche_sst.experiments.sweep import build_benchmark, build_model
@@ -382,6 +385,14 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
     out = Path(out)
     results, full, h100, seeds = [], {}, {}, {}
     device, device_note = preflight_device(device, [p for sweeps in sweeps_by_name.values() for _, p in sweeps])
+
+    def record(result: PreflightResult) -> None:
+        results.append(result)
+        write_results_json(results, out / "preflight.json")
+
+    for stale in ("preflight.md", "preflight.json"):  # an earlier preflight's, which a stopped one would leave
+        (out / stale).unlink(missing_ok=True)
+
     for name, sweeps in sweeps_by_name.items():
         for sweep, preset in sweeps:
             seeds[name] = len(preset.seeds)
@@ -400,8 +411,8 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
                 log(f"[forecast {name}/{sweep}] not computed: {type(err).__name__}: {err}")
             if run:
                 label = " | ".join(part for part in (label, device_note) if part)
-                results += preflight_sweep(name, sweep, preset, sweep_data, out / "preflight", iterations, batch,
-                                           device, command, log, label, full=bench)
+                preflight_sweep(name, sweep, preset, sweep_data, out / "preflight", iterations, batch, device,
+                                command, log, label, full=bench, record=record)
     rows = F.forecast_rows(results, full, h100, seeds)
     used = device or next(iter(next(iter(sweeps_by_name.values()))))[1].device
     w = workers or 1
