@@ -5,8 +5,11 @@ docs/paper-tables.md between their markers, and keep a copy under docs/runs/pref
 
 Each ``NAME=FOLDER`` names a section: ``forecast`` (the ``--forecast-only`` output of every table)
 goes between ``<!-- preflight-forecast:start/end -->``; every other name is appended, in order,
-between ``<!-- preflight-runs:start/end -->``. Numbers are never typed into the docs: rerun the
-producing commands (written in each file), then this.
+between ``<!-- preflight-runs:start/end -->``. ``NAME=FILE.md`` takes a preflight.md file itself, e.g.
+the copy kept from an earlier publication (``table3=docs/runs/preflight/table3.md``), so the sections
+not rerun stay. A FOLDER with only ``preflight.json`` (a preflight stopped midway) gives the runs it
+finished. Numbers are never typed into the docs: rerun the producing commands (written in each
+file), then this.
 """
 
 from __future__ import annotations
@@ -21,19 +24,26 @@ from update_readme import splice  # noqa: E402
 from avalanche_sst.experiments.preflight import read_results_json, run_line  # noqa: E402
 
 
+def _preflight_md(source: str) -> Path:
+    path = Path(source)
+    return path if path.suffix == ".md" else path / "preflight.md"
+
+
 def main(argv=None) -> int:
     items = [a.partition("=") for a in (sys.argv[1:] if argv is None else argv)]
-    bad = [name for name, eq, folder in items if not eq or not (Path(folder) / "preflight.md").exists()]
+    bad = [name for name, eq, folder in items
+           if not eq or not (_preflight_md(folder).exists() or (Path(folder) / "preflight.json").exists())]
     if bad or not items:
-        raise SystemExit(f"give NAME=FOLDER pairs whose FOLDER holds preflight.md (bad: {bad})")
+        raise SystemExit(f"give NAME=FOLDER pairs whose FOLDER holds preflight.md, or NAME=FILE.md (bad: {bad})")
     doc = ROOT / "docs" / "paper-tables.md"
     keep = ROOT / "docs" / "runs" / "preflight"
     keep.mkdir(parents=True, exist_ok=True)
     runs = []
     text = doc.read_text()
     for name, _, folder in items:
-        body = (Path(folder) / "preflight.md").read_text()
-        if "\nRuns:\n" not in body and (Path(folder) / "preflight.json").exists():  # written before runs were listed
+        md = _preflight_md(folder)  # absent: a preflight stopped before its end, which lists the runs it finished
+        body = md.read_text() if md.exists() else "Stopped before its end: no forecast.\n"
+        if "\nRuns:\n" not in body and (Path(folder) / "preflight.json").exists():  # or written before runs were listed
             body += "\nRuns (from preflight.json):\n\n" + "".join(
                 f"- `{run_line(r)}`\n" for r in read_results_json(Path(folder) / "preflight.json"))
         (keep / f"{name}.md").write_text(body)

@@ -106,3 +106,104 @@ def test_a_gpu_preset_is_checked_on_the_cpu_where_no_gpu_is_visible_and_every_li
     assert preflight_device("cuda", [gpu]) == ("cuda", "")  # asked for explicitly: no fallback
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert preflight_device(None, [gpu]) == (None, "")
+
+
+class _EpochIterations:
+    """Counts the training iterations of every epoch, in the run's strategy and in each phase's."""
+
+    propagate_to_phases = True
+
+    def __init__(self):
+        self.per_epoch: list[int] = []
+
+    def __getattr__(self, name):  # every other Avalanche callback: nothing to do
+        if name.startswith(("before_", "after_")):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self.per_epoch.append(0)
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.per_epoch[-1] += 1
+
+
+def _naive(plugins, epochs=3):
+    from avalanche.training.templates import SupervisedTemplate
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    return SupervisedTemplate(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+                              criterion=torch.nn.CrossEntropyLoss(), train_mb_size=2, train_epochs=epochs,
+                              plugins=plugins, evaluator=None)
+
+
+def test_iteration_cap_ends_every_epoch_after_n_batches_and_every_epoch_still_runs(make_data):
+    from avalanche.core import SupervisedPlugin
+
+    from avalanche_sst.experiments.preflight import IterationCap
+
+    bench = build_benchmark(_tiny_preset(("finetune",)), 0, (make_data(24, seed=0), make_data(6, seed=1)))
+    exp = bench.train_stream[0]
+    assert len(exp.dataset) >= 10  # uncapped, an epoch holds 5 or more batches of 2
+    counter = _EpochIterations()
+    _naive([IterationCap(2), counter]).train(exp)
+    assert counter.per_epoch == [2, 2, 2]
+
+    class StopAfterFirstEpoch(SupervisedPlugin):  # a method's own early stop
+        def after_training_epoch(self, strategy, **kwargs):
+            strategy.stop_training()
+
+    counter = _EpochIterations()
+    _naive([StopAfterFirstEpoch(), IterationCap(2), counter]).train(exp)
+    assert counter.per_epoch == [2, 0]  # the early stop holds: the cap leaves the flag alone
+
+
+def test_iteration_cap_reaches_every_phase_of_the_framework(make_data, tmp_path):
+    from avalanche_sst.experiments.preflight import IterationCap
+
+    data = make_data(24, seed=0), make_data(6, seed=1)
+    preset = _tiny_preset(("sst",))
+    uncapped, capped = _EpochIterations(), _EpochIterations()
+    run_one(preset, "sst", 0, build_benchmark(preset, 0, data), tmp_path / "a", [uncapped], log=lambda s: None)
+    run_one(preset, "sst", 0, build_benchmark(preset, 0, data), tmp_path / "b", [IterationCap(1), capped],
+            log=lambda s: None)
+    assert len(capped.per_epoch) == len(uncapped.per_epoch) > 4  # every epoch of every phase, both steps
+    assert min(uncapped.per_epoch) > 1 and set(capped.per_epoch) == {1}
+
+
+def test_each_sweeps_data_and_full_benchmark_are_made_once(make_data, tmp_path, monkeypatch):
+    import avalanche_sst.experiments.preflight as P
+    import avalanche_sst.experiments.sweep as S
+
+    data = make_data(24, seed=0), make_data(6, seed=1)
+    builds, loads = [], []
+    build, load = S.build_benchmark, P.load_or_standin
+    monkeypatch.setattr(S, "build_benchmark", lambda *a, **k: builds.append(1) or build(*a, **k))
+    monkeypatch.setattr(P, "load_or_standin", lambda *a, **k: loads.append(1) or load(*a, **k))
+    methods = ("finetune", "lwf", "ewc")
+    results = run_preflight({"mine": [("sweep", _tiny_preset(methods))]}, tmp_path, iterations=1, data=data,
+                            log=lambda s: None)
+    assert all(r.ok for r in results)
+    assert len(loads) == 1
+    assert len(builds) == 1 + len(methods)  # the full-size one, then each run's shrunk one
+
+
+def test_a_preflight_stopped_midway_keeps_the_runs_it_finished(make_data, tmp_path, monkeypatch):
+    import avalanche_sst.experiments.preflight as P
+
+    data = make_data(24, seed=0), make_data(6, seed=1)
+    (tmp_path / "preflight.md").write_text("an earlier preflight's forecast")
+    run = P.preflight_run
+
+    def stopped_at_ewc(preset, method, *args, **kwargs):
+        if method == "ewc":
+            raise KeyboardInterrupt  # Ctrl-C, or the machine taken back
+        return run(preset, method, *args, **kwargs)
+
+    monkeypatch.setattr(P, "preflight_run", stopped_at_ewc)
+    with pytest.raises(KeyboardInterrupt):
+        run_preflight({"mine": [("sweep", _tiny_preset(("finetune", "lwf", "ewc")))]}, tmp_path, iterations=1,
+                      data=data, log=lambda s: None)
+    kept = P.read_results_json(tmp_path / "preflight.json")
+    assert [(r.method, r.ok) for r in kept] == [("finetune", True), ("lwf", True)]
+    assert not (tmp_path / "preflight.md").exists()  # no forecast of another preflight left behind

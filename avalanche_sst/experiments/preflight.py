@@ -16,7 +16,13 @@ is scaled down together so the largest becomes ``max_epochs`` (at least 1
 each, so epoch orderings such as M2KD's "train epochs exceed fine-tuning
 epochs" are kept). Every phase still runs, each for about ``iterations``
 batches per epoch. Scenario shapes (image size, class count, steps, heads)
-are the real ones.
+are the real ones. Because every step keeps a few samples of every class (a
+stratified split fails otherwise), a dataset of 100-200 classes still holds
+dozens of small batches per step; :class:`IterationCap` ends each of
+Avalanche's training epochs after ``iterations`` batches, so the preflight's
+cost does not grow with the class count. The full-size benchmark (only its
+step sizes are read) is built once per sweep, for the shrinking and the
+forecast alike.
 
 When the real dataset is absent, :func:`standin_data` gives generated images
 of the dataset's exact shape, class count and split sizes; every line printed
@@ -25,6 +31,7 @@ about such a run says so.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import resource
@@ -136,11 +143,12 @@ def scale_variant(method: str, factor_of: Callable[[int], int]) -> str:
 
 
 def preflight_preset(preset: Preset, data, iterations: int = 2, batch: Optional[int] = None,
-                     max_epochs: int = 2, device: Optional[str] = None) -> Preset:
+                     max_epochs: int = 2, device: Optional[str] = None, full=None) -> Preset:
     """``preset`` shrunk to about ``iterations`` batches per epoch and at most ``max_epochs`` per phase.
 
     ``data`` is the ``(train, test)`` the preset runs on (real or stand-in);
-    its sizes and the scenario's largest step set the subsampling.
+    its sizes and the scenario's largest step set the subsampling. ``full``:
+    ``preset``'s benchmark on ``data`` for its first seed, if already built.
     """
     from avalanche_sst.experiments.sweep import build_benchmark
 
@@ -152,7 +160,7 @@ def preflight_preset(preset: Preset, data, iterations: int = 2, batch: Optional[
     if batch is not None:
         pre = pre.replace(batch_size=batch)
     pre = pre.replace(eval_batch_size=min(pre.eval_batch_size, max(pre.batch_size, 2)))
-    full = build_benchmark(pre, pre.seeds[0], data)
+    full = full if full is not None else build_benchmark(pre, pre.seeds[0], data)
     largest = max(len(exp.dataset) for exp in full.train_stream)
     train, test = data
     classes = len(set(train.targets)) if hasattr(train, "targets") else 1
@@ -181,6 +189,42 @@ class InterruptAfterFirstStep(SupervisedPlugin):
         self.calls += 1
         if self.armed and self.calls == 2:
             raise _Interrupt("preflight: interrupted after step 1 to test the resume")
+
+
+class _FirstBatches:
+    """The first ``n`` batches of a data loader; every other attribute is the loader's."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.n)
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.loader))
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+class IterationCap(SupervisedPlugin):
+    """Every training epoch ends after ``iterations`` batches; every epoch of every phase still runs.
+
+    It hands Avalanche's ``training_epoch`` the first ``iterations`` batches
+    of the epoch's data loader (rather than raising the early-stop flag, which
+    a method's own early stop may share). Loops a method writes itself (not
+    Avalanche's ``training_epoch``) are not capped.
+    """
+
+    propagate_to_phases = True  # the framework's and edge KT's phases are strategies of their own
+
+    def __init__(self, iterations: int):
+        super().__init__()
+        self.iterations = iterations
+
+    def before_training_epoch(self, strategy, *args, **kwargs):
+        if not isinstance(strategy.dataloader, _FirstBatches):
+            strategy.dataloader = _FirstBatches(strategy.dataloader, self.iterations)
 
 
 class TrainingClock(SupervisedPlugin):
@@ -254,8 +298,9 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 
 
 def preflight_run(preset: Preset, method: str, data, out: Path, data_label: str = "",
-                  log: Callable[[str], None] = print) -> PreflightResult:
-    """One method of a (preflight-shrunk) preset: step 1, an interruption, a resume to the last step."""
+                  log: Callable[[str], None] = print, iterations: Optional[int] = None) -> PreflightResult:
+    """One method of a (preflight-shrunk) preset: step 1, an interruption, a resume to the last step;
+    with ``iterations``, every training epoch stops after that many batches (:class:`IterationCap`)."""
     from avalanche_sst.experiments.sweep import build_benchmark
 
     device = torch.device(preset.device)
@@ -265,7 +310,8 @@ def preflight_run(preset: Preset, method: str, data, out: Path, data_label: str 
         torch.cuda.reset_peak_memory_stats(device)
     benchmark = build_benchmark(preset, seed, data)
     clock = TrainingClock(device)
-    done = run_with_resume(preset, method, benchmark, out, [clock], log)
+    cap = [IterationCap(iterations)] if iterations is not None else []
+    done = run_with_resume(preset, method, benchmark, out, [*cap, clock], log)
     result.ok = True
     result.sample_passes = float(sum(done.costs))
     result.steps = len(done.accuracies)
@@ -298,27 +344,28 @@ def preflight_device(device: Optional[str], presets) -> tuple[Optional[str], str
     return None, ""
 
 
-def preflight_sweeps(name: str, sweeps: list, out: Path, iterations: int = 2, batch: Optional[int] = None,
-                     device: Optional[str] = None, data=None, command: str = "",
-                     log: Callable[[str], None] = print, device_note: str = "") -> list:
-    """:func:`preflight_run` for every method of every ``(sweep, preset)``; errors are collected, not raised."""
+def preflight_sweep(name: str, sweep: str, preset: Preset, data, out: Path, iterations: int = 2,
+                    batch: Optional[int] = None, device: Optional[str] = None, command: str = "",
+                    log: Callable[[str], None] = print, label: str = "", full=None,
+                    record: Callable[[PreflightResult], None] = lambda r: None) -> list:
+    """:func:`preflight_run` for every method of one sweep on its ``data``; errors are collected, not raised.
+    ``full``: the sweep's full-size benchmark, if already built; ``record`` is called with each result."""
     results = []
-    for sweep, preset in sweeps:
-        shutil.rmtree(out / name / sweep, ignore_errors=True)  # a preflight always runs, never reuses
-        sweep_data, label = load_or_standin(preset, data)
-        label = " | ".join(part for part in (label, device_note) if part)
-        for method in preset.methods:
-            try:
-                pre = preflight_preset(preset, sweep_data, iterations, batch, device=device)
-                factor = epoch_factor(preset, 2)
-                run_method = scale_variant(method, lambda v: max(1, round(v * factor)))
-                r = preflight_run(pre, run_method, sweep_data, out / name / sweep, label, log=lambda s: None)
-            except Exception as err:  # collected: one broken run must not hide the others
-                r = PreflightResult(name, sweep, method, ok=False, data_label=label,
-                                    error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-4)}")
-            r.table, r.sweep, r.method, r.command = name, sweep, method, command
-            results.append(r)
-            log(run_line(r))
+    shutil.rmtree(out / name / sweep, ignore_errors=True)  # a preflight always runs, never reuses
+    for method in preset.methods:
+        try:
+            pre = preflight_preset(preset, data, iterations, batch, device=device, full=full)
+            factor = epoch_factor(preset, 2)
+            run_method = scale_variant(method, lambda v: max(1, round(v * factor)))
+            r = preflight_run(pre, run_method, data, out / name / sweep, label, log=lambda s: None,
+                              iterations=iterations)
+        except Exception as err:  # collected: one broken run must not hide the others
+            r = PreflightResult(name, sweep, method, ok=False, data_label=label,
+                                error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-4)}")
+        r.table, r.sweep, r.method, r.command = name, sweep, method, command
+        results.append(r)
+        record(r)
+        log(run_line(r))
     return results
 
 
@@ -329,6 +376,8 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
     and ``preflight.json``; prints the failures, each with its command, at the end. Returns the results.
 
     ``run=False`` (``--forecast-only``): no run, the forecast's sample-passes and H100 estimate only.
+    Each sweep's data are loaded, and its full-size benchmark built, once for its preflight and forecast.
+    ``preflight.json`` is rewritten after every run, so a preflight stopped midway keeps what it found.
     """
     from avalanche_sst.experiments import forecast as F
     from avalanche_sst.experiments.sweep import build_benchmark, build_model
@@ -336,13 +385,19 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
     out = Path(out)
     results, full, h100, seeds = [], {}, {}, {}
     device, device_note = preflight_device(device, [p for sweeps in sweeps_by_name.values() for _, p in sweeps])
+
+    def record(result: PreflightResult) -> None:
+        results.append(result)
+        write_results_json(results, out / "preflight.json")
+
+    for stale in ("preflight.md", "preflight.json"):  # an earlier preflight's, which a stopped one would leave
+        (out / stale).unlink(missing_ok=True)
+
     for name, sweeps in sweeps_by_name.items():
-        if run:
-            results += preflight_sweeps(name, sweeps, out / "preflight", iterations, batch, device, data, command,
-                                        log, device_note)
         for sweep, preset in sweeps:
             seeds[name] = len(preset.seeds)
-            sweep_data, _ = load_or_standin(preset, data)
+            sweep_data, label = load_or_standin(preset, data)
+            bench = None
             try:
                 bench = build_benchmark(preset, preset.seeds[0], sweep_data)
                 train, valid = F.step_sizes(bench)
@@ -354,6 +409,10 @@ def run_preflight(sweeps_by_name: dict, out: Path, iterations: int = 2, batch: O
                     full[name, sweep, method] = F.run_sample_passes(method, preset, train, valid)
             except Exception as err:  # the forecast of a sweep that cannot even be built: its preflight says why
                 log(f"[forecast {name}/{sweep}] not computed: {type(err).__name__}: {err}")
+            if run:
+                label = " | ".join(part for part in (label, device_note) if part)
+                preflight_sweep(name, sweep, preset, sweep_data, out / "preflight", iterations, batch, device,
+                                command, log, label, full=bench, record=record)
     rows = F.forecast_rows(results, full, h100, seeds)
     used = device or next(iter(next(iter(sweeps_by_name.values()))))[1].device
     w = workers or 1
