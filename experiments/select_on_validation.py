@@ -8,8 +8,13 @@ set), and the grid point with the best mean final score over the seeds is
 kept. The grid, every seed's score and the choice go to
 ``docs/runs/selection/<table>/`` (``--record``); the runs to ``--out``.
 
-    python experiments/select_on_validation.py m2kd_fig4 --methods m2kd lwf_mc \\
-        --grid lr_factor=1:31.6:4 --seeds 0 1 2
+    python experiments/select_on_validation.py m2kd_fig4 --grid lr_factor=0.1:31.6:6 --seeds 0 1 2
+
+``--methods`` defaults to every method of the table (a subset or other variants may be named).
+``lr_factor`` is understood by every method: it scales the preset's ``lr_scratch`` and
+``lr_finetune`` (the BCE methods' own ``lr_factor`` means the same), and a grid value replaces
+the factor a preset's ``method_kwargs`` carries, so every compared method gets the same rates.
+The record ends with the chosen values as the preset's ``method_kwargs`` entries.
 
 ``--score`` picks another score of the setting than its primary one, e.g.
 ``--score mean`` (new_class: the plain mean of old- and new-class accuracy);
@@ -25,8 +30,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from avalanche_sst.experiments.paper import TABLES
-from avalanche_sst.experiments.selection import best_mean, check_rule, grid_variants, parse_grid
+from avalanche_sst.experiments.paper import PRESET_NAMES, TABLES
+from avalanche_sst.experiments.selection import best_mean, check_rule, chosen_values, grid_variants, parse_grid
 from avalanche_sst.experiments.sweep import run_sweep
 
 
@@ -47,7 +52,9 @@ def write_record(record: Path, command: str, grid: dict, seeds, per_seed: dict, 
     for name, by_seed in per_seed.items():
         cells = [f"{100 * by_seed[s]:.2f}" if s in by_seed else "" for s in seeds]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * statistics.fmean(by_seed.values()):.2f} |")
-    lines += ["", "Chosen (best mean): " + ", ".join(f"{n} ({100 * s:.2f}%)" for n, s in best.values())]
+    lines += ["", "Chosen (best mean): " + ", ".join(f"{n} ({100 * s:.2f}%)" for n, s in best.values()), "",
+              "As the preset's method_kwargs (a variant's value goes into the table's method name instead):", "",
+              f"    {chosen_values(best, list(grid))}"]
     text = "\n".join(lines) + "\n"
     (record / "selection.md").write_text(text)
     return text
@@ -56,9 +63,11 @@ def write_record(record: Path, command: str, grid: dict, seeds, per_seed: dict, 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("table", choices=sorted(TABLES))
-    p.add_argument("--methods", nargs="+", required=True, help="the compared methods (variants allowed)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="the compared methods (variants allowed); default: every method of the table")
     p.add_argument("--grid", nargs="+", required=True, type=parse_grid, metavar="KEY=LOW:HIGH:N",
                    help="log-spaced values given to every method, e.g. lr_factor=1:31.6:4")
+    p.add_argument("--preset", default="cpu", choices=PRESET_NAMES, help="the table's preset to select in")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--validation-fraction", type=float, default=0.1)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
@@ -69,12 +78,13 @@ def main(argv=None) -> int:
                    help="the setting's score to select on (default: its primary score, e.g. weighted_mean)")
     args = p.parse_args(argv)
     grid = dict(args.grid)
+    methods = args.methods or list(TABLES[args.table].methods())
     try:
-        check_rule(args.methods, grid, args.seeds)
+        check_rule(methods, grid, args.seeds)
     except ValueError as err:
         raise SystemExit(f"select_on_validation: {err}")
-    variants = grid_variants(args.methods, grid)
-    preset = TABLES[args.table].presets["cpu"].replace(
+    variants = grid_variants(methods, grid)
+    preset = TABLES[args.table].preset(args.preset).replace(
         methods=tuple(variants), seeds=tuple(args.seeds), validation_fraction=args.validation_fraction,
         evaluate_on="valid").with_settings(args.set)
     out = Path(args.out or f"results/selection/{args.table}")

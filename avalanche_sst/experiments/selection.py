@@ -5,8 +5,12 @@ Each method's continuous hyperparameters are chosen over a grid of at least
 seeds, on the validation slices (never the test set); the value with the best
 mean score over the seeds is kept (ties: the first in grid order). Every
 method compared in one table gets the same grid, so no method is tuned
-harder than its rivals. ``experiments/select_on_validation.py`` runs it and
-writes the grid, every seed's score and the choice.
+harder than its rivals. ``lr_factor`` is the grid key every method
+understands (it scales the preset's learning rates; see
+:data:`avalanche_sst.experiments.registry.LR_FACTOR`), so cross-entropy
+baselines and the BCE methods of one table are selected over the same values.
+``experiments/select_on_validation.py`` runs it and writes the grid, every
+seed's score and the choice.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from typing import Mapping, Sequence
 
 from avalanche_sst.experiments.registry import parse_variant
 
-__all__ = ["MIN_GRID", "MIN_SEEDS", "best_mean", "check_rule", "compared_method", "grid_variants", "log_grid",
-           "parse_grid"]
+__all__ = ["MIN_GRID", "MIN_SEEDS", "best_mean", "check_rule", "chosen_values", "compared_method", "grid_variants",
+           "log_grid", "parse_grid"]
 
 MIN_GRID = 4
 MIN_SEEDS = 3
@@ -113,3 +117,13 @@ def best_mean(scores: Mapping[str, Sequence[float]], grid_keys: Sequence[str]) -
         if method not in best or mean > best[method][1]:
             best[method] = (name, mean)
     return best
+
+
+def chosen_values(best: Mapping[str, tuple[str, float]], grid_keys: Sequence[str]) -> dict[str, dict]:
+    """The grid values each compared method keeps, ``{method: {key: value}}``, from :func:`best_mean`'s
+    answer: ``{"m2kd:lam=0": ("m2kd:lam=0,lr_factor=3.16", 0.4)}`` -> ``{"m2kd:lam=0": {"lr_factor": 3.16}}``."""
+    out = {}
+    for method, (variant, _score) in best.items():
+        overrides = parse_variant(variant)[1]
+        out[method] = {key: overrides[key] for key in grid_keys if key in overrides}
+    return out
