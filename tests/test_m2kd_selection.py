@@ -143,7 +143,8 @@ def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_pat
 
     monkeypatch.setattr(script, "run_sweep", fake_sweep)
     script.main(["m2kd_fig4", "--preset", "tiny", "--methods", "finetune", "lwf_mc", "--grid", "lr_factor=0.1:100:4",
-                 "--seeds", "0", "1", "2", "--out", str(tmp_path / "runs"), "--record", str(tmp_path / "record")])
+                 "--seeds", "0", "1", "2", "--out", str(tmp_path / "runs"), "--record", str(tmp_path / "record"),
+                 "--shared"])
     preset = seen[-1]
     assert preset.evaluate_on == "valid" and preset.seeds == (0, 1, 2)
     assert preset.methods == ("finetune:lr_factor=0.1", "finetune:lr_factor=1", "finetune:lr_factor=10",
@@ -152,6 +153,8 @@ def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_pat
     text = (tmp_path / "record" / "selection.md").read_text()
     assert "Chosen (best mean): finetune:lr_factor=1 (40.00%), lwf_mc:lr_factor=10 (45.00%)" in text
     assert "{'finetune': {'lr_factor': 1}, 'lwf_mc': {'lr_factor': 10}}" in text
+    # one value for both: the mean over both methods is best at 10 ((0.45 + 0.3667) / 2)
+    assert "Shared (one value for every method, best mean over every method and seed): lr_factor=10 (40.83%)" in text
     rows = (tmp_path / "record" / "scores.csv").read_text().splitlines()
     assert rows[0] == "variant,seed,top1_seen" and len(rows) == 1 + 8 * 3
     # without --methods: every method of the table, each at every grid point of the same grid
@@ -170,3 +173,21 @@ def test_chosen_values_read_the_grid_keys_of_each_choice():
     best = {"m2kd:lam=0": ("m2kd:lam=0,lr_factor=3.16", 0.4), "ewc": ("ewc:lr_factor=0.316", 0.3)}
     from avalanche_sst.experiments.selection import chosen_values
     assert chosen_values(best, ["lr_factor"]) == {"m2kd:lam=0": {"lr_factor": 3.16}, "ewc": {"lr_factor": 0.316}}
+
+
+def test_best_shared_keeps_the_point_best_on_average_over_every_method():
+    from avalanche_sst.experiments.selection import best_shared
+
+    scores = {  # lwf_mc alone would pick 1, m2kd alone 10; over both, 3.16 is best (mean 0.45)
+        "lwf_mc:lr_factor=1": [0.6, 0.6, 0.6], "lwf_mc:lr_factor=3.16": [0.5, 0.5, 0.5],
+        "lwf_mc:lr_factor=10": [0.1, 0.1, 0.1],
+        "m2kd:lr_factor=1": [0.1, 0.1, 0.1], "m2kd:lr_factor=3.16": [0.4, 0.4, 0.4],
+        "m2kd:lr_factor=10": [0.5, 0.5, 0.5],
+    }
+    point, mean = best_shared(scores, ["lr_factor"])
+    assert point == {"lr_factor": 3.16} and mean == pytest.approx(0.45)
+    assert {m: v for m, (v, _) in best_mean(scores, ["lr_factor"]).items()} == {
+        "lwf_mc": "lwf_mc:lr_factor=1", "m2kd": "m2kd:lr_factor=10"}
+    del scores["m2kd:lr_factor=10"]
+    with pytest.raises(ValueError, match=r"lacks scores of \['m2kd'\]"):
+        best_shared(scores, ["lr_factor"])

@@ -25,7 +25,8 @@ from avalanche_sst.experiments.paper.formatting import (markdown, models_text, r
 from avalanche_sst.experiments.paper.runner import default_command
 from avalanche_sst.experiments.paper.specs import (LAST_STEP, PAPERS, TABLES, TableSpec, resolve_overrides,
                                                    sweep_dirname, tables_by_paper)
-from avalanche_sst.experiments.paper.stats import ALPHA, PaperNumber, load_paper_numbers, paper_cells, table_ordering
+from avalanche_sst.experiments.paper.stats import (ALPHA, PaperNumber, load_paper_numbers, paired_column_tests,
+                                                 paired_sentence, paper_cells, table_ordering)
 from avalanche_sst.experiments.provenance import check_provenance, provenance_text
 
 
@@ -244,6 +245,9 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
             f"Ordering: {sentence}",
             "",
         ]
+        if spec.paired_columns:
+            tests = paired_column_tests(spec, ours, per_seed)
+            lines += [f"Paired tests over the seeds (difference of means, a - b): {paired_sentence(tests)}", ""]
         figures = sorted((figures_root / table_id).rglob("*.png"))
         if figures:
             links = ", ".join(f"[{f.relative_to(figures_root / table_id).as_posix()}]"
