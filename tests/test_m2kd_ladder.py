@@ -94,6 +94,7 @@ def test_the_report_gives_the_ladders_paired_tests(tmp_path):
         csv.writer(f).writerows([["method", "seed", "step", "top1", "seconds", "cost", "git_commit"],
                                  ["lwf_mc", 0, 1, 0.5, 1.0, 100, "abc"]])
     text = write_report(tmp_path / "results", REPO / "docs" / "paper_numbers.csv", tmp_path / "r.md")
+    assert "## Compared methods with different hyperparameters or budgets" in text  # the generated list
     p_teachers = paired_p_by_hand([4, 1, 5])
     p_aux = paired_p_by_hand([-1, -1, 2])
     assert (f"Step 2: + all teachers - LwF-MC = +3.33 (p = {p_teachers:.2g}); "
