@@ -8,7 +8,7 @@ set), and the grid point with the best mean final score over the seeds is
 kept. The grid, every seed's score and the choice go to
 ``docs/runs/selection/<table>/`` (``--record``); the runs to ``--out``.
 
-    python experiments/select_on_validation.py m2kd_fig4 --grid lr_factor=0.1:31.6:6 --seeds 0 1 2
+    python experiments/select_on_validation.py m2kd_fig4 --grid lr_factor=0.1,0.316,1,3.16,10,31.6 --seeds 0 1 2
 
 ``--methods`` defaults to every method of the table (a subset or other variants may be named).
 ``lr_factor`` is understood by every method: it scales the preset's ``lr_scratch`` and
