@@ -347,7 +347,7 @@ def test_paper_tables_set_reaches_five_classes_per_step(capsys):
             ("cifar100", "resnet32", 5)
     assert cli.main(["--list", "--preset", "paper", "--set", *assignment]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("m2kd_")]
-    assert len(listed) == 2 and all("classes_per_step=5" in line for line in listed)
+    assert len(listed) == 4 and all("classes_per_step=5" in line for line in listed)  # fig4, table1, 2 ladders
     with pytest.raises(SystemExit):
         cli.main(["m2kd_fig4", "--set", "clases_per_step=5"])
     assert "the preset has no field 'clases_per_step'" in capsys.readouterr().err

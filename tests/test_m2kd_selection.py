@@ -77,3 +77,117 @@ def test_a_table_whose_methods_differ_in_an_undeclared_setting_is_refused():
     # M2KD's fine-tuning epochs are accepted only because the table declares them
     with pytest.raises(ValueError, match="extra_epochs differs"):
         check_settings(dataclasses.replace(fig4, declared_differences=()))
+
+
+def _load_selection_script():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "select_on_validation_cli", Path(__file__).parents[1] / "experiments" / "select_on_validation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lr_factor_scales_the_preset_rates_of_a_method_that_does_not_take_it():
+    """Every method understands lr_factor: a cross-entropy baseline trains at the preset's lrs times it."""
+    import torch
+
+    from avalanche_sst.experiments.methods import StrategyContext, get_method
+    from avalanche_sst.plugins.schedule import StepwiseCosinePlugin
+
+    preset = TABLES["m2kd_fig4"].presets["tiny"].replace(lr_scratch=0.1, lr_finetune=0.01)
+    model = torch.nn.Linear(4, 2)
+    ctx = StrategyContext(model=model, config=preset, evaluator=None, device=torch.device("cpu"))
+    for name, factor in (("finetune:lr_factor=3", 3.0), ("ewc:lr_factor=0.5,ewc_lambda=2.0", 0.5)):
+        strategy = get_method(name).build(ctx)
+        schedule = next(p for p in strategy.plugins if isinstance(p, StepwiseCosinePlugin))
+        assert list(schedule.lrs) == pytest.approx([0.1 * factor, 0.01 * factor])
+        assert strategy.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * factor)
+    ewc = get_method("ewc:lr_factor=0.5,ewc_lambda=2.0").build(ctx)
+    assert next(p for p in ewc.plugins if type(p).__name__ == "EWCPlugin").ewc_lambda == 2.0  # other keys reach it
+    assert preset.lr_scratch == 0.1  # the preset itself is unchanged
+    # a preset's method_kwargs may carry it too; a variant's value wins, as for any key
+    strategy = get_method("finetune:lr_factor=2", {"lr_factor": 10.0}).build(ctx)
+    assert strategy.optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="lr_factor must be a number > 0"):
+        get_method("finetune:lr_factor=0")
+    with pytest.raises(ValueError, match="has no argument 'lr_facto'"):
+        get_method("finetune:lr_facto=2")
+
+
+def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_path, monkeypatch):
+    """The CE baselines and the BCE methods of m2kd_fig4 get the same lr_factor grid; each keeps its best mean."""
+    from avalanche_sst.experiments.sweep import RunResult, method_for
+
+    script = _load_selection_script()
+    # fixture: final validation accuracy per (method, lr_factor) and seed; finetune peaks at 1, lwf_mc at 10
+    table = {("finetune", 0.1): (0.2, 0.2, 0.2), ("finetune", 1.0): (0.5, 0.3, 0.4),
+             ("finetune", 10.0): (0.9, 0.1, 0.1), ("finetune", 100.0): (0.1, 0.1, 0.1),
+             ("lwf_mc", 0.1): (0.1, 0.1, 0.1), ("lwf_mc", 1.0): (0.3, 0.3, 0.3),
+             ("lwf_mc", 10.0): (0.4, 0.5, 0.45), ("lwf_mc", 100.0): (0.2, 0.2, 0.2)}
+    seen = []
+
+    def fake_sweep(preset, out, command, workers):
+        seen.append(preset)
+        results = []
+        for variant in preset.methods:
+            method_for(preset, variant)  # a runnable name: the method takes lr_factor
+            base = variant.partition(":")[0]
+            factor = float(variant.rsplit("lr_factor=", 1)[1])
+            for seed in preset.seeds:
+                acc = table.get((base, factor), (0.1, 0.1, 0.1))[seed]
+                results.append(RunResult(variant, seed, [0.99, acc], 1.0, [{"top1_seen": 0.99}, {"top1_seen": acc}]))
+        return results
+
+    monkeypatch.setattr(script, "run_sweep", fake_sweep)
+    script.main(["m2kd_fig4", "--preset", "tiny", "--methods", "finetune", "lwf_mc", "--grid", "lr_factor=0.1:100:4",
+                 "--seeds", "0", "1", "2", "--out", str(tmp_path / "runs"), "--record", str(tmp_path / "record"),
+                 "--shared"])
+    preset = seen[-1]
+    assert preset.evaluate_on == "valid" and preset.seeds == (0, 1, 2)
+    assert preset.methods == ("finetune:lr_factor=0.1", "finetune:lr_factor=1", "finetune:lr_factor=10",
+                              "finetune:lr_factor=100", "lwf_mc:lr_factor=0.1", "lwf_mc:lr_factor=1",
+                              "lwf_mc:lr_factor=10", "lwf_mc:lr_factor=100")
+    text = (tmp_path / "record" / "selection.md").read_text()
+    assert "Chosen (best mean): finetune:lr_factor=1 (40.00%), lwf_mc:lr_factor=10 (45.00%)" in text
+    assert "{'finetune': {'lr_factor': 1}, 'lwf_mc': {'lr_factor': 10}}" in text
+    # one value for both: the mean over both methods is best at 10 ((0.45 + 0.3667) / 2)
+    assert "Shared (one value for every method, best mean over every method and seed): lr_factor=10 (40.83%)" in text
+    rows = (tmp_path / "record" / "scores.csv").read_text().splitlines()
+    assert rows[0] == "variant,seed,top1_seen" and len(rows) == 1 + 8 * 3
+    # without --methods: every method of the table, each at every grid point of the same grid
+    script.main(["m2kd_fig4", "--preset", "tiny", "--grid", "lr_factor=0.1:100:4", "--out", str(tmp_path / "r2"),
+                 "--record", str(tmp_path / "rec2")])
+    methods = TABLES["m2kd_fig4"].methods()
+    assert {"finetune", "lwf", "ewc", "rwalk", "cumulative", "lwf_mc", "m2kd", "m2kd:lam=0"} <= set(methods)
+    assert len(seen[-1].methods) == 4 * len(methods)
+    for method in methods:
+        sep = "," if ":" in method else ":"
+        assert [v for v in seen[-1].methods if v.rsplit(",lr_factor=", 1)[0].rsplit(":lr_factor=", 1)[0] == method] \
+            == [f"{method}{sep}lr_factor={f}" for f in ("0.1", "1", "10", "100")]
+
+
+def test_chosen_values_read_the_grid_keys_of_each_choice():
+    best = {"m2kd:lam=0": ("m2kd:lam=0,lr_factor=3.16", 0.4), "ewc": ("ewc:lr_factor=0.316", 0.3)}
+    from avalanche_sst.experiments.selection import chosen_values
+    assert chosen_values(best, ["lr_factor"]) == {"m2kd:lam=0": {"lr_factor": 3.16}, "ewc": {"lr_factor": 0.316}}
+
+
+def test_best_shared_keeps_the_point_best_on_average_over_every_method():
+    from avalanche_sst.experiments.selection import best_shared
+
+    scores = {  # lwf_mc alone would pick 1, m2kd alone 10; over both, 3.16 is best (mean 0.45)
+        "lwf_mc:lr_factor=1": [0.6, 0.6, 0.6], "lwf_mc:lr_factor=3.16": [0.5, 0.5, 0.5],
+        "lwf_mc:lr_factor=10": [0.1, 0.1, 0.1],
+        "m2kd:lr_factor=1": [0.1, 0.1, 0.1], "m2kd:lr_factor=3.16": [0.4, 0.4, 0.4],
+        "m2kd:lr_factor=10": [0.5, 0.5, 0.5],
+    }
+    point, mean = best_shared(scores, ["lr_factor"])
+    assert point == {"lr_factor": 3.16} and mean == pytest.approx(0.45)
+    assert {m: v for m, (v, _) in best_mean(scores, ["lr_factor"]).items()} == {
+        "lwf_mc": "lwf_mc:lr_factor=1", "m2kd": "m2kd:lr_factor=10"}
+    del scores["m2kd:lr_factor=10"]
+    with pytest.raises(ValueError, match=r"lacks scores of \['m2kd'\]"):
+        best_shared(scores, ["lr_factor"])

@@ -51,12 +51,15 @@ def outputs(tmp_path_factory, make_data):
 def test_every_table_is_defined_with_three_presets():
     assert [t for t, spec in P.TABLES.items() if spec.paper == "000"] == [
         "table1", "table2", "table3", "table4", "table5", "table6", "table7_single", "table7_multi", "fig3"]
-    assert [t for t, spec in P.TABLES.items() if spec.paper == "002"] == ["m2kd_fig4", "m2kd_table1"]
+    assert [t for t, spec in P.TABLES.items() if spec.paper == "002"] == [
+        "m2kd_fig4", "m2kd_table1", "m2kd_ladder", "m2kd_ladder_5_1"]
     assert [t for t, spec in P.TABLES.items() if spec.paper == "003"] == ["adaq_split", "adaq_permuted", "adaq_table4"]
     assert [t for t, spec in P.TABLES.items() if spec.paper == "004"] == ["edge_table1", "edge_table4", "edge_table7"]
     for tid, spec in P.TABLES.items():
         assert set(spec.presets) == {"cpu", "paper", "tiny"}, tid
-        assert spec.presets["cpu"].dataset == "fashion_mnist" and spec.presets["cpu"].seeds == (0, 1, 2)
+        five = tid.startswith("m2kd_ladder")  # issue 21: the ablation ladder's paired tests over 5 seeds
+        assert spec.presets["cpu"].dataset == "fashion_mnist" and spec.presets["cpu"].seeds == (
+            (0, 1, 2, 3, 4) if five else (0, 1, 2))
         # the paper presets' data; Permuted MNIST in kind permutes Fashion-MNIST (no MNIST loader)
         assert spec.presets["paper"].dataset in ("cifar10", "cifar100", "tiny_imagenet") or tid == "adaq_permuted"
         for c in spec.cells:
@@ -303,7 +306,7 @@ def test_report_shows_every_table_with_command_and_ordering(outputs, tmp_path):
     assert [l.split(" | ")[0] for l in rows] == [f"| {t}" for t in SST_TABLES]
     # grouped by paper: the SST paper's tables, then M2KD's (not run here, so only their commands)
     assert text.index("# Paper 000") < text.index("# Paper 002")
-    sections = [s for s in text.split("\n## ")[1:] if not s.startswith("Summary")]
+    sections = [s for s in text.split("\n## ")[1:] if not s.startswith(("Summary", "Compared methods with"))]
     assert [s.split(":")[0] for s in sections] == list(P.TABLES)
     by_id = {s.split(":")[0]: s for s in sections}
     assert "Not run yet" in by_id["m2kd_table1"] and "paper_tables.py m2kd_table1 --preset" in by_id["m2kd_table1"]
@@ -365,7 +368,7 @@ def test_report_lists_tables_not_run_yet(tmp_path):
     for tid in P.TABLES:
         section = text.split(f"## {tid}:")[1].split("\n## ")[0]
         assert "Not run yet" in section
-        assert P.default_command(tid, "cpu", (0, 1, 2), tmp_path / "empty") in section
+        assert P.default_command(tid, "cpu", P.TABLES[tid].preset("cpu").seeds, tmp_path / "empty") in section
 
 
 # --------------------------------------------------------------------------

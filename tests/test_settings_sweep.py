@@ -134,7 +134,12 @@ def test_split_sweep_runs_every_baseline(tmp_path, tiny_data, scenario, header):
     for r in results:
         assert len(r.scores) == 2 and all(0.0 <= v <= 1.0 for s in r.scores for v in s.values())
     rows = (tmp_path / "runs.csv").read_text().splitlines()
-    assert rows[0].split(",")[-1] == "forgetting" and len(rows) == 1 + 2 * len(SPLIT_METHODS)
+    # class-incremental runs add the per-group accuracies and prediction shares (metrics.groups) last
+    groups = ["group_acc_1", "group_acc_2", "group_share_1", "group_share_2", "group_share_unseen"]
+    columns = rows[0].split(",")
+    assert columns[-1 - len(groups) if scenario == "class_incremental" else -1] == "forgetting"
+    assert columns[len(columns) - len(groups):] == groups if scenario == "class_incremental" else True
+    assert len(rows) == 1 + 2 * len(SPLIT_METHODS)
     if scenario == "class_incremental":
         # a fine-tuned single head forgets the first classes; Cumulative keeps its data
         final = {r.method: r.scores[-1] for r in results}

@@ -173,6 +173,8 @@ def get_method(name: str, defaults: Optional[dict] = None) -> Method:
     if not overrides:
         return method
     accepted = accepted_overrides(method)
+    if LR_FACTOR in overrides and LR_FACTOR not in (accepted or ()):
+        return _with_lr_factor(method, name, overrides)
     if accepted is not None:
         for key in overrides:
             if key not in accepted:
@@ -181,6 +183,29 @@ def get_method(name: str, defaults: Optional[dict] = None) -> Method:
                     f"(its arguments: {sorted(accepted) or 'none'})")
     return dataclasses.replace(method, name=name, overrides=overrides,
                                build=lambda ctx: method.build(ctx, **overrides))
+
+
+#: The variant key every method understands: it scales the preset's ``lr_scratch`` and ``lr_finetune``
+#: (a builder that takes ``lr_factor`` itself, e.g. M2KD's, gives it the same meaning), so one
+#: selection grid covers every method of a table.
+LR_FACTOR = "lr_factor"
+
+
+def _with_lr_factor(method: Method, name: str, overrides: dict) -> Method:
+    """``method`` with its other overrides, built under the preset's lrs times ``overrides["lr_factor"]``."""
+    rest = {k: v for k, v in overrides.items() if k != LR_FACTOR}
+    factor = overrides[LR_FACTOR]
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+        raise ValueError(f"method variant {name!r}: lr_factor must be a number > 0 (it scales the preset's "
+                         f"lr_scratch and lr_finetune), got {factor!r}")
+    inner = get_method(method.name, rest)
+
+    def build(ctx: StrategyContext):
+        cfg = ctx.config
+        scaled = cfg.replace(lr_scratch=cfg.lr_scratch * factor, lr_finetune=cfg.lr_finetune * factor)
+        return inner.build(dataclasses.replace(ctx, config=scaled))
+
+    return dataclasses.replace(inner, name=name, overrides=overrides, build=build)
 
 
 def check_setting(method: Method, setting: str) -> None:

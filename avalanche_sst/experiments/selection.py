@@ -5,8 +5,12 @@ Each method's continuous hyperparameters are chosen over a grid of at least
 seeds, on the validation slices (never the test set); the value with the best
 mean score over the seeds is kept (ties: the first in grid order). Every
 method compared in one table gets the same grid, so no method is tuned
-harder than its rivals. ``experiments/select_on_validation.py`` runs it and
-writes the grid, every seed's score and the choice.
+harder than its rivals. ``lr_factor`` is the grid key every method
+understands (it scales the preset's learning rates; see
+:data:`avalanche_sst.experiments.registry.LR_FACTOR`), so cross-entropy
+baselines and the BCE methods of one table are selected over the same values.
+``experiments/select_on_validation.py`` runs it and writes the grid, every
+seed's score and the choice.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from typing import Mapping, Sequence
 
 from avalanche_sst.experiments.registry import parse_variant
 
-__all__ = ["MIN_GRID", "MIN_SEEDS", "best_mean", "check_rule", "compared_method", "grid_variants", "log_grid",
-           "parse_grid"]
+__all__ = ["MIN_GRID", "MIN_SEEDS", "best_mean", "best_shared", "check_rule", "chosen_values", "compared_method", "grid_variants",
+           "log_grid", "parse_grid"]
 
 MIN_GRID = 4
 MIN_SEEDS = 3
@@ -113,3 +117,34 @@ def best_mean(scores: Mapping[str, Sequence[float]], grid_keys: Sequence[str]) -
         if method not in best or mean > best[method][1]:
             best[method] = (name, mean)
     return best
+
+
+def chosen_values(best: Mapping[str, tuple[str, float]], grid_keys: Sequence[str]) -> dict[str, dict]:
+    """The grid values each compared method keeps, ``{method: {key: value}}``, from :func:`best_mean`'s
+    answer: ``{"m2kd:lam=0": ("m2kd:lam=0,lr_factor=3.16", 0.4)}`` -> ``{"m2kd:lam=0": {"lr_factor": 3.16}}``."""
+    out = {}
+    for method, (variant, _score) in best.items():
+        overrides = parse_variant(variant)[1]
+        out[method] = {key: overrides[key] for key in grid_keys if key in overrides}
+    return out
+
+
+def best_shared(scores: Mapping[str, Sequence[float]], grid_keys: Sequence[str]) -> tuple[dict, float]:
+    """One grid point for every compared method (an ablation whose rungs must share their settings):
+    the point with the best mean over every method and seed (ties: the first in grid order).
+
+    Every compared method must have scores at every grid point, so each point is averaged over the same runs.
+    """
+    by_point: dict[tuple, dict[str, Sequence[float]]] = {}
+    for name, values in scores.items():
+        overrides = parse_variant(name)[1]
+        point = tuple((key, overrides[key]) for key in grid_keys)
+        by_point.setdefault(point, {})[compared_method(name, grid_keys)] = values
+    methods = {m for runs in by_point.values() for m in runs}
+    for point, runs in by_point.items():
+        if set(runs) != methods or any(not v for v in runs.values()):
+            raise ValueError(f"grid point {dict(point)} lacks scores of {sorted(methods - set(runs))}: a shared "
+                             f"choice averages every compared method at every point")
+    means = {point: statistics.fmean(v for values in runs.values() for v in values) for point, runs in by_point.items()}
+    best = max(means, key=lambda point: means[point])  # max keeps the first of equal means
+    return dict(best), means[best]

@@ -44,6 +44,7 @@ from avalanche_sst.metrics.logging import LearningRateLogger, log_scalar
 from avalanche_sst.metrics.resume import load_metric_state_dict, log_sizes, metric_state_dict
 from avalanche_sst.metrics.inference import inference_flops, stream_input_shape
 from avalanche_sst.metrics.memory import memory_beyond_model
+from avalanche_sst.metrics.groups import ClassGroupPredictions
 from avalanche_sst.metrics.scores import StepInfo, step_scores
 from avalanche_sst.plugins.precision import keep_freed_memory
 
@@ -180,8 +181,10 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
     if state is not None:  # checked before the loggers open their files: a resume continues them
         check_same_settings(ckpt_path, json.loads(state["settings"]) if "settings" in state else None, settings)
     evaluator = make_evaluator(run_dir, resume_logs=(state or {}).get("evaluator", {}).get("logs"))
+    # class-incremental steps also record where the predictions go (accuracy and share per class group)
+    groups = [ClassGroupPredictions()] if setting == "class_incremental" else []
     ctx = StrategyContext(model=model, config=preset, evaluator=evaluator, device=device,
-                          plugins=[*extra_plugins, meter, LearningRateLogger()],
+                          plugins=[*extra_plugins, meter, LearningRateLogger(), *groups],
                           valid_stream=getattr(benchmark, "valid_stream", None),
                           benchmark=benchmark, seed=seed, cache_dir=out / "_cache")
     strategy = method.build(ctx)
@@ -225,7 +228,8 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
         memory.append(_step_memory(method, strategy))
         result = strategy.eval(scored)
         seconds += time.perf_counter() - t0
-        scores.append(step_scores(setting, result, StepInfo(step, scores, test_sizes)))
+        scores.append({**step_scores(setting, result, StepInfo(step, scores, test_sizes)),
+                       **(groups[0].last if groups else {})})
         inference.append(float(inference_flops(strategy.model, stream_input_shape(scored))))
         save_checkpoint(ckpt_path, {
             "step": step + 1,

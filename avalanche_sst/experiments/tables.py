@@ -170,16 +170,21 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
         for method, cells in summary.items():
             writer.writerow([method] + [f"{v:.4f}" for m, s in cells for v in (m, s)])
     extra = list(setting.names[1:])
+    from avalanche_sst.metrics.groups import group_columns  # here: tables stays importable without avalanche
+
+    groups = group_columns({k for r in results for s in r.scores for k in s})  # class-incremental runs
     with open(out / "runs.csv", "w", newline="") as f:
         # "top1" is the setting's primary score (the column name is kept for older readers);
         # "cost": the step's training sample-passes (avalanche_sst.metrics.cost).
         # then RUN_RECORD_COLUMNS (memory, inference FLOPs, the commit that ran it), then the setting's
-        # other scores, last.
+        # other scores, then the per-group accuracies and prediction shares (metrics.groups; empty for
+        # a run that predates them), last.
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *RUN_RECORD_COLUMNS, *extra])
+        writer.writerow(["method", "seed", "step", "top1", "seconds", "cost", *RUN_RECORD_COLUMNS, *extra, *groups])
         for r in results:
             writer.writerows([r.method, r.seed, i + 1, f"{a:.6f}", f"{r.seconds:.1f}", _cost(r, i),
-                              *_provenance_cells(r, i), *(f"{r.scores[i][n]:.6f}" for n in extra)]
+                              *_provenance_cells(r, i), *(f"{r.scores[i][n]:.6f}" for n in extra),
+                              *(f"{r.scores[i][n]:.6f}" if n in r.scores[i] else "" for n in groups)]
                              for i, a in enumerate(r.accuracies))
     plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")
 

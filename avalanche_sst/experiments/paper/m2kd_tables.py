@@ -130,3 +130,54 @@ register(TableSpec(
     order="all",
     declared_differences=tuple((m, "extra_epochs", FINETUNE_REASON) for _, m in RATIOS[1:]),
 ))
+
+# --- the ablation ladder (issue 21, point 3): one part of M2KD added per rung, identical settings
+LADDER = (("LwF-MC", "lwf_mc"), ("+ all teachers", "m2kd:prune_ratio=0,lam=0"), ("+ L_AD", "m2kd:prune_ratio=0"),
+          ("+ pruning 0.75", "m2kd:prune_ratio=0.75"))
+LADDER_SEEDS = (0, 1, 2, 3, 4)
+# One lr factor for every rung, so the rungs differ only in the part added: the factor at which the
+# review compared LwF-MC and M2KD (issue 21). The rule's shared choice replaces it:
+# python experiments/select_on_validation.py m2kd_ladder --grid lr_factor=1:31.6:4 --shared
+LADDER_LR_FACTOR = 10.0
+LADDER_CLAIMS = (
+    ("+ all teachers", "LwF-MC", "matching the previous logits of the current model directly with their "
+                                 "corresponding old models preserves information better than always using the "
+                                 "penultimate model"),
+    ("+ L_AD", "+ all teachers", "To further improve our performance, we incorporate auxiliary distillation"),
+)
+
+
+def register_ladder(table_id: str, classes_per_step, cifar_classes_per_step, note: str = "") -> TableSpec:
+    """The ladder as a table: steps as rows, rungs as columns, each rung tested against the one before."""
+    cpu_steps = len(classes_per_step) if isinstance(classes_per_step, tuple) else 10 // classes_per_step
+    rows = tuple(f"Step {k}" for k in range(1, min(cpu_steps, 6) + 1))
+    scenario = {"classes_per_step": classes_per_step}
+    kwargs = {"m2kd": {"lr_factor": LADDER_LR_FACTOR}, "lwf_mc": {"lr_factor": LADDER_LR_FACTOR}}
+    return register(TableSpec(
+        id=table_id,
+        title="M2KD's parts added one at a time to LwF-MC: top-1 accuracy (%) on all classes seen so far",
+        varies=f"the distillation's parts; classes per step (cpu) {classes_per_step}",
+        corner="Step",
+        rows=rows,
+        columns=tuple(label for label, _ in LADDER),
+        cells=tuple(Cell(row, label, method, k) for k, row in enumerate(rows, 1) for label, method in LADDER),
+        presets=preset_set(table_id, _cpu(seeds=LADDER_SEEDS, scenario_kwargs=scenario, method_kwargs=kwargs),
+                           _cifar(seeds=LADDER_SEEDS, scenario_kwargs={"classes_per_step": cifar_classes_per_step}),
+                           _tiny(scenario_kwargs=scenario, method_kwargs=_bce_kwargs(1.0, 50))),
+        paper_setting="CIFAR-100 ResNet32 10-class steps",
+        paper_source="sec. 3.1-3.3 (ablation in kind)",
+        paper=M2KD_PAPER.id,
+        paper_claims=tuple(((row, hi), (row, lo), quote) for row in rows[1:] for hi, lo, quote in LADDER_CLAIMS),
+        paired_columns=tuple((LADDER[i + 1][0], LADDER[i][0]) for i in range(len(LADDER) - 1)),
+        declared_differences=((LADDER[-1][1], "extra_epochs", FINETUNE_REASON),),
+        notes=("Rungs: LwF-MC (the previous model as the only teacher); + every earlier model as a teacher on "
+               "its own units (full snapshots, no pruning, lam=0); + the auxiliary distillation L_AD (lam=1); "
+               "+ pruning at 0.75 with the fine-tuning after it (M2KD). Same lr factor, weight decay, epochs, "
+               "batch and seeds for every rung; runs.csv has each step's per-group accuracy and prediction "
+               "shares (group_acc_<g>, group_share_<g>).", *((note,) if note else ())),
+    ))
+
+
+register_ladder("m2kd_ladder", 2, 10)
+register_ladder("m2kd_ladder_5_1", (5, 1, 1, 1, 1, 1), (50, 10, 10, 10, 10, 10),
+                note="Nearer the paper's setting with 10 classes: a 5-class first step, then one class per step.")

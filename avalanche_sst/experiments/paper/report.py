@@ -23,9 +23,11 @@ from avalanche_sst.experiments.paper.fig3 import FIG3_KEYS
 from avalanche_sst.experiments.paper.formatting import (markdown, models_text, read_runs_csv, read_table_csv,
                                                         scenario_of)
 from avalanche_sst.experiments.paper.runner import default_command
+from avalanche_sst.experiments.paper.fairness import fairness_section
 from avalanche_sst.experiments.paper.specs import (LAST_STEP, PAPERS, TABLES, TableSpec, resolve_overrides,
                                                    sweep_dirname, tables_by_paper)
-from avalanche_sst.experiments.paper.stats import ALPHA, PaperNumber, load_paper_numbers, paper_cells, table_ordering
+from avalanche_sst.experiments.paper.stats import (ALPHA, PaperNumber, load_paper_numbers, paired_column_tests,
+                                                 paired_sentence, paper_cells, table_ordering)
 from avalanche_sst.experiments.provenance import check_provenance, provenance_text
 
 
@@ -244,6 +246,9 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
             f"Ordering: {sentence}",
             "",
         ]
+        if spec.paired_columns:
+            tests = paired_column_tests(spec, ours, per_seed)
+            lines += [f"Paired tests over the seeds (difference of means, a - b): {paired_sentence(tests)}", ""]
         figures = sorted((figures_root / table_id).rglob("*.png"))
         if figures:
             links = ", ".join(f"[{f.relative_to(figures_root / table_id).as_posix()}]"
@@ -253,6 +258,7 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
         lines = header_lines + ["## Summary", ""] + summary + [""] + sections
     else:
         lines = header_lines + sections
+    lines += ["", fairness_section([s for specs in groups.values() for s in specs], preset_name)]
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

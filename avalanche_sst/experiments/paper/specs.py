@@ -95,6 +95,9 @@ class TableSpec:
     # others, each with the paper's reason: ((method, setting, reason), ...). Any other
     # difference is refused at register() (see settings_differences).
     declared_differences: tuple = ()
+    # Column pairs compared in every row by a paired test over the seeds whatever the paper says
+    # (an ablation's adjacent rungs), ((column_a, column_b), ...): the report gives a - b and its p.
+    paired_columns: tuple = ()
 
     def preset(self, name: str, seeds: Optional[Sequence[int]] = None) -> Preset:
         if name not in self.presets:
@@ -206,6 +209,10 @@ def register(spec: TableSpec) -> TableSpec:
     if spec.id in TABLES:
         raise ValueError(f"table id {spec.id!r} is already registered (paper {TABLES[spec.id].paper}); "
                          "give the table a paper-specific id, e.g. 'm2kd_table1'")
+    unknown = sorted({c for pair in spec.paired_columns for c in pair} - set(spec.columns))
+    if unknown or any(len(pair) != 2 for pair in spec.paired_columns):
+        raise ValueError(f"{spec.id}: paired_columns takes (column_a, column_b) pairs of the table's columns "
+                         f"{spec.columns}; unknown: {unknown}")
     check_settings(spec)
     TABLES[spec.id] = spec
     return spec

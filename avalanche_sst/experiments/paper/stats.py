@@ -205,3 +205,26 @@ def table_ordering(spec: TableSpec, ours: Mapping, numbers: Iterable[PaperNumber
     ours_acc = {k: v for k, v in ours.items() if k[0] in spec.rows and k[1] in spec.columns}
     res = compare_orderings(ours_acc, paper, order_groups(spec, ours_acc), p_value)
     return res, ordering_sentence(res)
+
+
+def paired_column_tests(spec: TableSpec, ours: Mapping, per_seed: Optional[Mapping] = None) -> list[tuple]:
+    """For each of ``spec.paired_columns`` in each row where both cells exist: ``(row, a, b, mean(a) - mean(b),
+    p)``, p two-sided from :func:`seed_test` (paired over shared seeds; None without spreads)."""
+    p_value = seed_test(ours, per_seed)
+    out = []
+    for row in spec.rows:
+        for a, b in spec.paired_columns:
+            if (row, a) in ours and (row, b) in ours:
+                mean = lambda k: ours[k][0] if isinstance(ours[k], tuple) else float(ours[k])  # noqa: E731
+                p = p_value((row, a), (row, b)) if p_value is not None else None
+                out.append((row, a, b, mean((row, a)) - mean((row, b)), p))
+    return out
+
+
+def paired_sentence(tests: Sequence[tuple]) -> str:
+    """``Step 2: B - A = +1.20 (p = 0.03); ...``, one entry per :func:`paired_column_tests` result."""
+    if not tests:
+        return "No pair of the compared columns has both cells in ours."
+    parts = [f"{row}: {a} - {b} = {diff:+.2f}" + (f" (p = {p:.2g})" if p is not None and p == p else "")
+             for row, a, b, diff, p in tests]
+    return "; ".join(parts) + "."
