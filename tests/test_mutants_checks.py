@@ -104,5 +104,6 @@ def test_numbers_refuse_non_numbers_and_booleans_by_name(check, bound):
 def test_zero_is_non_negative_but_not_positive():
     assert non_negative(0, "weight") == 0.0 and isinstance(non_negative(0, "weight"), float)
     assert positive(2, "temperature") == 2.0 and non_negative(2.5, "weight") == 2.5
+    assert positive(0.5, "temperature") == 0.5  # between 0 and 1: a bound of 1 would refuse it
     with pytest.raises(ValueError, match=exactly("temperature must be a finite number > 0, got 0")):
         positive(0, "temperature")

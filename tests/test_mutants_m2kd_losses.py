@@ -23,16 +23,16 @@ def bce(x: float, y: float) -> float:
 
 
 def test_ad_loss_distills_each_old_step_on_its_own_units_only():
-    # three steps of one unit each: aux teacher 0 owns unit 0, aux teacher 1 owns unit 1, unit 2 is new
-    x = [0.5, -1.0, 2.0]
-    s0 = torch.tensor([[0.2, 0.9, 0.9]])
-    s1 = torch.tensor([[0.7, 0.3, 0.9]])  # its unit 0 (0.7) must not be read
-    logits = torch.tensor([x])
-    labels = torch.tensor([2])
-    label_term = bce(x[0], 0) + bce(x[1], 0) + bce(x[2], 1)
-    distill_term = bce(x[0], 0.2) + bce(x[1], 0.3)
-    expected = (distill_term + 0.25 * label_term) / 3
-    got = ad_loss(logits, labels, [s0, s1], [1, 2, 3], alpha=0.25)
+    # three steps of one unit each: aux teacher 0 owns unit 0, aux teacher 1 owns unit 1, unit 2 is new;
+    # two samples, so a per-slice mean instead of a sum would halve the distillation term
+    x = [[0.5, -1.0, 2.0], [1.5, 0.3, -0.7]]
+    s0 = torch.tensor([[0.2, 0.9, 0.9], [0.6, 0.9, 0.9]])
+    s1 = torch.tensor([[0.7, 0.3, 0.9], [0.1, 0.8, 0.9]])  # its unit 0 (0.7, 0.1) must not be read
+    labels = [2, 0]
+    label_term = sum(bce(x[r][j], float(j == labels[r])) for r in range(2) for j in range(3))
+    distill_term = sum(bce(x[r][0], s0[r, 0].item()) + bce(x[r][1], s1[r, 1].item()) for r in range(2))
+    expected = (distill_term + 0.25 * label_term) / (2 * 3)
+    got = ad_loss(torch.tensor(x), torch.tensor(labels), [s0, s1], [1, 2, 3], alpha=0.25)
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
