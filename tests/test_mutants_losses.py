@@ -189,3 +189,15 @@ def test_aod_losses_fixed_weights_and_zero_terms_on_the_logits_device():
     for name in ("total_1", "w_1", "w_2", "kd_1", "kd_2", "cr_1", "cr_2"):
         got = getattr(out, name)
         assert got.device.type == "cpu" and torch.equal(got, getattr(expected, name)), name
+
+
+def test_kl_and_js_divide_both_logits_by_the_temperature():
+    # at T = 2, p = softmax((0, ln 3)/2) and q = softmax((0, ln 2)/2), by hand
+    logits_p = torch.tensor([[0.0, math.log(3.0)]], dtype=torch.float64)
+    logits_q = torch.tensor([[0.0, math.log(2.0)]], dtype=torch.float64)
+    p = softmax([0.0, math.log(3.0) / 2])
+    q = softmax([0.0, math.log(2.0) / 2])
+    m = [(a + b) / 2 for a, b in zip(p, q)]
+    assert kl_divergence(logits_p, logits_q, temperature=2.0).item() == pytest.approx(kl(p, q), rel=1e-12)
+    assert js_divergence(logits_p, logits_q, temperature=2.0).item() == \
+        pytest.approx(0.5 * kl(p, m) + 0.5 * kl(q, m), rel=1e-12)
