@@ -201,3 +201,22 @@ def test_kl_and_js_divide_both_logits_by_the_temperature():
     assert kl_divergence(logits_p, logits_q, temperature=2.0).item() == pytest.approx(kl(p, q), rel=1e-12)
     assert js_divergence(logits_p, logits_q, temperature=2.0).item() == \
         pytest.approx(0.5 * kl(p, m) + 0.5 * kl(q, m), rel=1e-12)
+
+
+def test_aod_totals_of_both_students_by_hand():
+    from avalanche_sst.functional.losses import aod_losses
+
+    ln3 = math.log(3.0)
+    l1f, l1c = [0.0, ln3], [0.0, 0.0]
+    l2f, l2c = [0.0, 0.0], [ln3, 0.0]
+    as_t = lambda z: torch.tensor([z], dtype=torch.float64)  # noqa: E731
+    out = aod_losses(as_t(l1f), as_t(l1c), as_t(l2f), as_t(l2c), torch.tensor([1]), alpha=0.5)
+    p1f, p1c, p2f, p2c = softmax(l1f), softmax(l1c), softmax(l2f), softmax(l2c)
+    ce_1, ce_2 = -math.log(p1f[1]), -math.log(p2f[1])
+    w_1, w_2 = ce_1 / (ce_1 + ce_2), ce_2 / (ce_1 + ce_2)
+    m = [(a + b) / 2 for a, b in zip(p1f, p2f)]
+    js = 0.5 * kl(p1f, m) + 0.5 * kl(p2f, m)  # symmetric: L_KD^1 = L_KD^2 here
+    total_1 = w_2 * ce_1 + w_1 * js + 0.5 * kl(p1f, p1c)
+    total_2 = w_1 * ce_2 + w_2 * js + 0.5 * kl(p2f, p2c)
+    assert out.total_1.item() == pytest.approx(total_1, rel=1e-12)
+    assert out.total_2.item() == pytest.approx(total_2, rel=1e-12)
