@@ -28,8 +28,10 @@ front (``docs/fig/overview_<setting>.png``), from the sweep folders found
 under the DIRs; sweeps whose runs lack cost or commit are listed, not used.
 With ``--only-overview`` nothing else is regenerated: the overview section of
 ``--out`` is replaced (or appended).
-Every table and sweep names the commit(s) of its runs; one whose runs lack
-their cost or commit is refused with the command that regenerates it.
+Every table and sweep names the commit(s) of its runs (a run made outside a git
+checkout, e.g. from an installed wheel, names ``no git checkout (avalanche-sst
+<version>)`` instead); one whose runs lack their cost or any provenance is
+refused with the command that regenerates it.
 """
 
 from __future__ import annotations

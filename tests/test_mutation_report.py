@@ -60,6 +60,10 @@ def test_covering_tests_name_the_module_or_its_public_names() -> None:
     tests = {"test_a.py": "from avalanche_sst.functional.q import encode", "test_b.py": "import avalanche_sst\n_private()",
              "test_c.py": "import avalanche_sst.functional.q", "test_d.py": "'avalanche_sst.functional.q' encode"}
     assert mutation.covering_test_files("functional/q", tests, source) == ["test_a.py", "test_c.py"]
+    # a public name inside a string or a comment (a method variant "sst:encode=False") is no use of it
+    tests = {"test_e.py": 'import avalanche_sst\nVARIANT = "sst:encode=False"  # encode\n',
+             "test_f.py": "import avalanche_sst\nfrom x import y\ny.encode(1)\n"}
+    assert mutation.covering_test_files("functional/q", tests, source) == ["test_f.py"]
 
 
 def test_every_equivalent_entry_is_complete() -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from avalanche_sst.experiments.presets import Preset
 from avalanche_sst.experiments.provenance import (StaleRunsError, check_provenance, code_provenance,
-                                                  provenance_text)
+                                                  no_checkout_label, provenance_text)
 from avalanche_sst.experiments.sweep import run_sweep
+from avalanche_sst.experiments.versions import package_version
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,15 +56,18 @@ def test_dirty_flag_follows_tracked_changes_only(tmp_path):
         "package": "avalanche-sst", "version": None, "git_commit": head, "git_dirty": True}
 
 
-def test_no_commit_outside_a_checkout_or_when_untracked(tmp_path):
+def test_outside_a_checkout_or_when_untracked_the_version_is_named_instead_of_a_commit(tmp_path):
     outside = tmp_path / "wheel" / "pkg"
     outside.mkdir(parents=True)
     (outside / "__init__.py").write_text("")
     prov = code_provenance(outside, refresh=True)
-    assert prov["git_commit"] is None and prov["git_dirty"] is None
+    version = package_version("avalanche-sst")
+    assert prov["git_commit"] == f"no git checkout (avalanche-sst {version})" and prov["git_dirty"] is None
+    assert prov["version"] == version
     # an installed package inside some other repository (a venv in a checkout) is not that repository's code
     untracked = _package_repo(tmp_path / "repo", track_package=False)
-    assert code_provenance(untracked, refresh=True)["git_commit"] is None
+    assert code_provenance(untracked, refresh=True)["git_commit"] == f"no git checkout (avalanche-sst {version})"
+    assert no_checkout_label(None) == "no git checkout (avalanche-sst version unknown)"
 
 
 def test_check_provenance_refuses_runs_without_cost_or_commit():
@@ -79,6 +83,78 @@ def test_check_provenance_refuses_runs_without_cost_or_commit():
                             {"git_commit": "0123456789abcdef", "git_dirty": False},
                             {"git_commit": "fedcba9876543210", "git_dirty": True}]) == \
         "0123456789ab, fedcba987654 (uncommitted changes)"
+    # a run made outside a git checkout names the package version: accepted, shown whole
+    wheel = {"method": "a", "cost": 3.0, "git_commit": "no git checkout (avalanche-sst 0.1.0)", "git_dirty": None}
+    check_provenance([wheel], "t4", "c")
+    assert provenance_text([wheel, {"git_commit": "0123456789abcdef", "git_dirty": False}]) == \
+        "no git checkout (avalanche-sst 0.1.0), 0123456789ab"
+    with pytest.raises(StaleRunsError, match=r"table 't5'.*training cost"):
+        check_provenance([wheel | {"cost": None}], "t5", "c")
+
+
+# Run in a copy of the package and of experiments/report.py in a folder that is no git checkout,
+# as a user who installed a wheel or sdist (or mutmut's scratch copy) runs them.
+OUTSIDE_A_CHECKOUT = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+sys.path.insert(0, "experiments")
+import report
+from avalanche_sst.experiments.provenance import code_provenance
+from avalanche_sst.experiments.tables import RUN_RECORD_COLUMNS, _provenance_cells
+prov = code_provenance()
+print("RECORDED", prov["git_commit"], prov["git_dirty"], prov["version"])
+run = SimpleNamespace(memory=[0.0], inference=[5.0], provenance=prov)
+header = ["method", "seed", "step", "top1", "seconds", "cost", *RUN_RECORD_COLUMNS]
+for name, cost in (("fresh", "12.0"), ("nocost", "")):
+    Path(name).mkdir()
+    rows = [",".join(header), ",".join(["finetune", "0", "1", "0.5", "1.0", cost, *_provenance_cells(run, 0)])]
+    Path(name, "runs.csv").write_text("\\n".join(rows) + "\\n")
+Path("old").mkdir()
+Path("old", "runs.csv").write_text("method,seed,step,top1,seconds,cost\\nfinetune,0,1,0.5,1.0,12.0\\n")
+print("ACCEPTED", report.check_sweep("fresh", "equal-compute"))
+for refused in ("nocost", "old"):
+    try:
+        report.check_sweep(refused, "equal-compute")
+    except ValueError as error:
+        print("REFUSED", error)
+"""
+
+
+def test_outside_a_checkout_report_accepts_runs_naming_the_version_and_refuses_stale_ones(tmp_path):
+    import shutil
+    import sys
+
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "avalanche_sst", tmp_path / "src" / "avalanche_sst", ignore=ignore)
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(REPO / "experiments" / "report.py", tmp_path / "experiments" / "report.py")
+    assert subprocess.run(["git", "-C", str(tmp_path), "rev-parse"], capture_output=True).returncode != 0
+    done = subprocess.run([sys.executable, "-c", OUTSIDE_A_CHECKOUT], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(tmp_path / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    version = package_version("avalanche-sst")
+    label = f"no git checkout (avalanche-sst {version})"
+    assert f"RECORDED {label} None {version}" in lines
+    assert f"ACCEPTED {label}" in lines
+    refused = [line for line in lines if line.startswith("REFUSED")]
+    assert len(refused) == 2
+    assert "'equal-compute nocost': its runs lack the training cost (column `cost`)" in refused[0]
+    assert "the commit of the code that ran them" not in refused[0]
+    assert "'equal-compute old': its runs lack the commit of the code that ran them (column `git_commit`)" in refused[1]
+
+
+def test_published_runs_name_a_commit_not_a_copy_outside_a_checkout():
+    """docs/ stays strict: a run made outside a git checkout is fine for a user, not for a published table."""
+    from avalanche_sst.experiments.paper.formatting import read_runs_csv
+
+    published = sorted((REPO / "docs" / "runs").rglob("runs.csv"))
+    assert published
+    outside = [str(p.relative_to(REPO)) for p in published
+               if any(str(r.get("git_commit") or "").startswith("no git checkout") for r in read_runs_csv(p))]
+    assert outside == [], f"rerun these from a git checkout before publishing them: {outside}"
+    assert "no git checkout" not in (REPO / "docs" / "results.md").read_text()
 
 
 # --- a sweep records them --------------------------------------------------------------------

@@ -6,9 +6,14 @@ so a published number names the code that made it and ``experiments/report.py``
 can refuse numbers older than the code (see :func:`check_provenance`).
 
 The repository is found from this package's own file, not the working folder:
-a sweep started from elsewhere still records the code that ran. An installed
-wheel (no git checkout around the package) records ``None`` for the commit
-and ``dirty``, never an unrelated repository's commit.
+a sweep started from elsewhere still records the code that ran. Code outside
+any git checkout (an installed wheel or sdist, a copied source tree such as
+mutmut's) records, in place of the commit, ``no git checkout (avalanche-sst
+<version>)`` (:func:`no_checkout_label`) and ``None`` for ``dirty``, never an
+unrelated repository's commit; the report accepts such runs and names that
+version, while a run with no ``git_commit`` at all predates provenance and is
+refused. Tables published under ``docs/runs`` must name a real commit: the test
+suite holds that rule (``tests/test_provenance.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from avalanche_sst.experiments.versions import package_version
 
 #: The package's root folder (``.../avalanche_sst``); its parent is the checkout when run from one.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+#: How a run made outside any git checkout fills ``git_commit`` (see :func:`no_checkout_label`).
+NO_CHECKOUT = "no git checkout"
 
 
 def _git(repo: Path, *args: str) -> Optional[str]:
@@ -46,17 +54,31 @@ def repository_of(path: Path = PACKAGE_DIR) -> Optional[Path]:
     return repo if tracked is not None else None
 
 
+def no_checkout_label(version: Optional[str]) -> str:
+    """``git_commit`` of a run whose code lay in no git checkout: ``no git checkout (avalanche-sst 0.1.0)``.
+
+    It names the package version instead, and is never empty, so the report tells such a run
+    from one made before provenance was recorded. No comma: ``runs.csv`` writers do not quote it.
+    """
+    return f"{NO_CHECKOUT} (avalanche-sst {version or 'version unknown'})"
+
+
+def ran_outside_a_checkout(commit: Optional[str]) -> bool:
+    """Whether a recorded ``git_commit`` is a :func:`no_checkout_label` rather than a commit."""
+    return str(commit or "").startswith(NO_CHECKOUT)
+
+
 @lru_cache(maxsize=None)
 def _cached(path: Path) -> dict:
+    version = package_version("avalanche-sst")
     repo = repository_of(path)
-    commit = dirty = None
-    if repo is not None:
-        head = _git(repo, "rev-parse", "HEAD")
-        status = _git(repo, "status", "--porcelain", "--untracked-files=no")
-        commit = head.strip() if head else None
-        dirty = None if status is None else bool(status.strip())
-    return {"package": "avalanche-sst", "version": package_version("avalanche-sst"),
-            "git_commit": commit, "git_dirty": dirty}
+    if repo is None:
+        return {"package": "avalanche-sst", "version": version, "git_commit": no_checkout_label(version),
+                "git_dirty": None}
+    head = _git(repo, "rev-parse", "HEAD")
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    return {"package": "avalanche-sst", "version": version, "git_commit": head.strip() if head else None,
+            "git_dirty": None if status is None else bool(status.strip())}
 
 
 def code_provenance(path: Path = PACKAGE_DIR, refresh: bool = False) -> dict:
@@ -72,10 +94,11 @@ def code_provenance(path: Path = PACKAGE_DIR, refresh: bool = False) -> dict:
 
 
 def provenance_text(entries) -> str:
-    """``abc1234`` / ``abc1234 (dirty)``, for every distinct (commit, dirty) of ``entries``, joined."""
+    """``abc1234`` / ``abc1234 (dirty)`` / ``no git checkout (avalanche-sst 0.1.0)``, for every
+    distinct (commit, dirty) of ``entries``, joined."""
     seen = dict.fromkeys((e.get("git_commit"), e.get("git_dirty")) for e in entries)
-    parts = [("unknown commit" if c is None else c[:12]) + (" (uncommitted changes)" if d else "")
-             for c, d in seen]
+    parts = [("unknown commit" if c is None else c if ran_outside_a_checkout(c) else c[:12])
+             + (" (uncommitted changes)" if d else "") for c, d in seen]
     return ", ".join(parts) or "no runs"
 
 
@@ -87,7 +110,8 @@ def check_provenance(rows, table: str, command: str) -> None:
     """Refuse ``rows`` (dicts read from a ``runs.csv``) unless every one has a cost and a commit.
 
     Such runs came from code older than cost accounting or provenance: their numbers
-    may not be what the current code gives, so they are not published.
+    may not be what the current code gives, so they are not published. A run made outside
+    a git checkout (:func:`no_checkout_label` in ``git_commit``) has its provenance and passes.
     """
     rows = list(rows)
     lacking = []
