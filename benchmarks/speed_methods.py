@@ -70,6 +70,7 @@ from avalanche_sst.plugins.m2kd import grow_incremental_classifier  # noqa: E402
 from avalanche_sst.strategies.ada_qpacknet import AdaQPackNet  # noqa: E402
 from avalanche_sst.strategies.m2kd import M2KD  # noqa: E402
 from speed_m2kd import prepare_m2kd_at_step  # noqa: E402
+from speed_report import splice_into_doc  # noqa: E402
 
 BATCH = 128
 
@@ -312,13 +313,8 @@ def main(argv=None) -> int:
     out.with_suffix(".md").write_text(body)
     print(f"written {out} and {out.with_suffix('.md')}")
     if args.doc:
-        from importlib.util import module_from_spec, spec_from_file_location
-
-        spec = spec_from_file_location("update_readme", REPO / "experiments" / "update_readme.py")
-        update_readme = module_from_spec(spec)
-        spec.loader.exec_module(update_readme)
         doc = Path(args.doc)
-        doc.write_text(update_readme.splice(doc.read_text(), "methods", body))
+        splice_into_doc(doc, "methods", body)
         print(f"written the methods section of {doc}")
     return 0
 

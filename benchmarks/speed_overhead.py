@@ -26,7 +26,6 @@ markers of that file (``benchmarks/results/speed_overhead_cpu.md`` always).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -53,6 +52,9 @@ from avalanche_sst.experiments.tables import machine_description  # noqa: E402
 from avalanche_sst.metrics import make_evaluator  # noqa: E402
 from avalanche_sst.metrics.lean_evaluation import LeanEvaluationPlugin  # noqa: E402
 from avalanche_sst.models import build_model  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_report import splice_into_doc  # noqa: E402
 
 BATCH = 128
 
@@ -271,11 +273,8 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body)
     if args.doc:
-        spec = importlib.util.spec_from_file_location("update_readme", REPO / "experiments" / "update_readme.py")
-        update_readme = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(update_readme)
         doc = Path(args.doc)
-        doc.write_text(update_readme.splice(doc.read_text(), "overhead", body))
+        splice_into_doc(doc, "overhead", body)
         print(f"written {out} and the overhead section of {doc}")
     return 0
 

@@ -26,6 +26,16 @@ NAIVE_OVERHEAD_MS = 0.5
 EVAL_TARGET_S = 2.0
 
 
+def splice_into_doc(doc: Path, marker: str, body: str) -> None:
+    """Replace the text between ``<!-- marker:start/end -->`` of ``doc`` with ``body`` (update_readme's rule)."""
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("update_readme", Path(__file__).resolve().parent.parent / "experiments" / "update_readme.py")
+    update_readme = module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    doc.write_text(update_readme.splice(doc.read_text(), marker, body))
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

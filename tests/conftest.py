@@ -99,6 +99,25 @@ def make_images(
     return TensorImageDataset(images, ys)
 
 
+@pytest.fixture
+def fetches(monkeypatch) -> dict:
+    """Counts of ``TensorImageDataset.gather`` and per-sample ``__getitem__`` calls."""
+    calls = {"gather": 0, "getitem": 0}
+    getitem, gather = TensorImageDataset.__getitem__, TensorImageDataset.gather
+
+    def counting_getitem(self, index):
+        calls["getitem"] += 1
+        return getitem(self, index)
+
+    def counting_gather(self, indices):
+        calls["gather"] += 1
+        return gather(self, indices)
+
+    monkeypatch.setattr(TensorImageDataset, "__getitem__", counting_getitem)
+    monkeypatch.setattr(TensorImageDataset, "gather", counting_gather)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def make_data():
     """The :func:`make_images` factory, for tests that need other sizes."""

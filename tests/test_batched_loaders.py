@@ -21,25 +21,6 @@ from avalanche_sst.strategies.ada_qpacknet import AdaQPackNet
 from conftest import make_images
 
 
-@pytest.fixture
-def fetches(monkeypatch) -> dict:
-    """Counts of ``TensorImageDataset.gather`` and per-sample ``__getitem__`` calls."""
-    calls = {"gather": 0, "getitem": 0}
-    getitem, gather = TensorImageDataset.__getitem__, TensorImageDataset.gather
-
-    def counting_getitem(self, index):
-        calls["getitem"] += 1
-        return getitem(self, index)
-
-    def counting_gather(self, indices):
-        calls["gather"] += 1
-        return gather(self, indices)
-
-    monkeypatch.setattr(TensorImageDataset, "__getitem__", counting_getitem)
-    monkeypatch.setattr(TensorImageDataset, "gather", counting_gather)
-    return calls
-
-
 def per_sample(monkeypatch) -> None:
     """The fetch as before: the loaders see the Avalanche dataset itself (one ``dataset[i]`` per sample)."""
     monkeypatch.setattr(batched_fetch, "batched", lambda dataset: dataset)
