@@ -181,6 +181,11 @@ def seed_test(stats: Mapping, per_seed: Optional[Mapping] = None) -> Optional[Ca
     return p_value
 
 
+def cell_means(ours: Mapping) -> dict:
+    """``ours`` with each cell's ``(mean, std, n)`` (or plain mean) reduced to its mean."""
+    return {k: (v[0] if isinstance(v, tuple) else float(v)) for k, v in ours.items()}
+
+
 def table_ordering(spec: TableSpec, ours: Mapping, numbers: Iterable[PaperNumber],
                    per_seed: Optional[Mapping] = None) -> tuple[Ordering, str]:
     """The ordering comparison of one table: our cells vs the paper's numbers (or stated claims).
@@ -189,7 +194,7 @@ def table_ordering(spec: TableSpec, ours: Mapping, numbers: Iterable[PaperNumber
     against seed noise (:func:`seed_test`, paired where ``per_seed`` has the cells' per-seed values).
     """
     p_value = seed_test(ours, per_seed)
-    ours = {k: (v[0] if isinstance(v, tuple) else float(v)) for k, v in ours.items()}  # means
+    ours = cell_means(ours)
     if spec.paper_claims:
         paper, ours_sub, groups = {}, {}, []
         for hi, lo, _quote in spec.paper_claims:
@@ -211,13 +216,13 @@ def paired_column_tests(spec: TableSpec, ours: Mapping, per_seed: Optional[Mappi
     """For each of ``spec.paired_columns`` in each row where both cells exist: ``(row, a, b, mean(a) - mean(b),
     p)``, p two-sided from :func:`seed_test` (paired over shared seeds; None without spreads)."""
     p_value = seed_test(ours, per_seed)
+    means = cell_means(ours)
     out = []
     for row in spec.rows:
         for a, b in spec.paired_columns:
-            if (row, a) in ours and (row, b) in ours:
-                mean = lambda k: ours[k][0] if isinstance(ours[k], tuple) else float(ours[k])  # noqa: E731
+            if (row, a) in means and (row, b) in means:
                 p = p_value((row, a), (row, b)) if p_value is not None else None
-                out.append((row, a, b, mean((row, a)) - mean((row, b)), p))
+                out.append((row, a, b, means[(row, a)] - means[(row, b)], p))
     return out
 
 
