@@ -4,7 +4,7 @@
                                  [--out docs/results.md] [--archive docs/runs/paper]
                                  [--equal-compute SWEEP_DIR ...] [--framework sst sst_plus]
                                  [--options-ablation SWEEP_DIR] [--data-curve SWEEP_DIR ...]
-                                 [--overview DIR ...] [--only-overview]
+                                 [--overview DIR ...] [--only-overview] [--tables TABLE ...]
 
 For each table: our table, the paper's numbers, the command and seeds that
 produced ours, the summed run seconds, and one generated sentence on whether
@@ -20,6 +20,11 @@ validation slices (avalanche_sst.experiments.paper.sst_options; a sweep run with
 ``evaluate_on=valid``); ``--data-curve`` the accuracy at step 4 against the
 train fraction (avalanche_sst.experiments.paper.data_curve; one sweep per
 fraction), with its figure.
+
+``--tables T ...`` regenerates only those tables (after rerunning some of them):
+every other table keeps its section and summary row from ``--out``, and the
+header names the commit(s) of every table and which are older than commit
+recording.
 
 ``--overview`` adds the cross-method view (avalanche_sst.experiments.overview):
 per setting, every method's final score, training cost, memory beyond the
@@ -65,6 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="append the accuracy-against-data section made from these sweeps (one per fraction)")
     parser.add_argument("--overview", nargs="+", default=None, metavar="DIR",
                         help="add the cross-method overview made from the sweep folders under these folders")
+    parser.add_argument("--tables", nargs="+", default=None, metavar="TABLE",
+                        help="regenerate only these tables' sections (and archive only them); the others "
+                             "keep theirs from --out")
     parser.add_argument("--only-overview", action="store_true",
                         help="only replace the overview section of --out; regenerate nothing else")
     args = parser.parse_args(argv)
@@ -75,16 +83,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             argv if argv is not None else __import__("sys").argv[1:])]))
         print(f"wrote the overview section of {args.out}")
         return 0
+    appended = [f"--{k.replace('_', '-')}" for k in ("options_ablation", "equal_compute", "data_curve")
+                if getattr(args, k)]
+    if args.tables and appended:
+        parser.error(f"--tables keeps the report's other sections as they are; regenerate {appended} "
+                     f"in a full run (without --tables)")
     figures = None
     if args.archive and Path(args.archive).resolve() != Path(args.results).resolve():
-        copied = archive_tables(args.results, args.archive)
+        copied = archive_tables(args.results, args.archive, only=args.tables)
         print(f"copied {len(copied)} generated files to {args.archive}")
         figures = args.archive  # link the committed copies, not the untracked run folders
     for section, dirs in (("options-ablation", [args.options_ablation] if args.options_ablation else []),
                           ("equal-compute", args.equal_compute or []), ("data-curve", args.data_curve or [])):
         for folder in dirs:  # refused before anything is written
             print(f"{section} {folder}: runs from commit(s) {check_sweep(folder, section)}")
-    write_report(args.results, args.paper_numbers, args.out, preset_name=args.preset, figures_root=figures)
+    write_report(args.results, args.paper_numbers, args.out, preset_name=args.preset, figures_root=figures,
+                 only=args.tables)
     if args.options_ablation:
         from avalanche_sst.experiments.paper.sst_options import option_ablation_section
 

@@ -316,7 +316,8 @@ def test_report_shows_every_table_with_command_and_ordering(outputs, tmp_path):
         assert f"`{P.default_command(tid, 'tiny', seeds, outputs['out'])}`" in section
         assert f"seeds {seeds}" in section
         # (table4 was run twice by the resume test above)
-        assert re.search(r"wall time \d+ s on \d+ thread\(s\)( over \d+ invocations)?; process CPU time \d+ s", section)
+        assert re.search(r"wall time \d+ s, \d+ runs? at a time, \d+ torch threads? each( over \d+ invocations)?; "
+                         r"process CPU time \d+ s", section)
         ordering = [l for l in section.splitlines() if l.startswith("Ordering: ")]
         assert len(ordering) == 1 and ordering[0].count(". ") == 0, ordering  # one sentence
         assert "The paper's ordering held" in ordering[0] or "no ordering is compared" in ordering[0]
@@ -544,3 +545,17 @@ def test_m2kd_table_runs_on_ten_classes(tmp_path, make_data):
     assert len(header) == 6  # the row label and steps 1-5
     md = Path(result["md"]).read_text()
     assert "scenario class_incremental" in md and "all classes seen so far" in md
+
+
+def test_table_records_how_its_runs_shared_the_machine(outputs):
+    from avalanche_sst.experiments.paper.report import time_text
+
+    table = outputs["out"] / "table1"
+    meta = json.loads((table / "table1.json").read_text())
+    assert (meta["workers"], meta["threads_per_run"]) == (1, 1) and "threads" not in meta
+    assert meta["invocations"][-1]["workers"] == 1
+    assert time_text(meta, table).startswith(f"wall time {meta['wall_seconds']:.0f} s, 1 run at a time, "
+                                             "1 torch thread each; ")
+    # tables written before the executor was recorded keep their wording
+    old = {"wall_seconds": 970.0, "threads": 2, "invocations": [{}]}
+    assert time_text(old, table / "none").startswith("wall time 970 s on 2 thread(s)")

@@ -255,6 +255,46 @@ def test_paper_report_refuses_a_table_whose_runs_lack_provenance(tmp_path):
     assert checked_commits("table1", table, meta, command) == "abc"
 
 
+def _fixture_table(results: Path, table_id: str, commit: str) -> None:
+    table = results / table_id
+    (table / "sweep").mkdir(parents=True, exist_ok=True)
+    (table / f"{table_id}.csv").write_text("Method,Top-1\nsst,50.00 ± 0.00\n")
+    (table / f"{table_id}.json").write_text(json.dumps(
+        {"command": f"python experiments/paper_tables.py {table_id}", "sweeps": ["sweep"], "seeds": [0]}))
+    _write_runs(table / "sweep", commit=True)
+    rows = (table / "sweep" / "runs.csv").read_text().replace(",abc", f",{commit}" if commit else ",")
+    (table / "sweep" / "runs.csv").write_text(rows)
+
+
+def test_paper_report_regenerates_only_the_named_tables_and_keeps_the_others(tmp_path):
+    from avalanche_sst.experiments.paper.report import write_report
+
+    results, out, numbers = tmp_path / "results", tmp_path / "r.md", REPO / "docs" / "paper_numbers.csv"
+    with pytest.raises(ValueError, match=r"only: .*r\.md does not exist.*whole report first"):
+        write_report(results, numbers, out, only=["table1"])
+    _fixture_table(results, "table1", "abc")
+    _fixture_table(results, "table2", "abc")
+    write_report(results, numbers, out)
+    assert "Code: table1, table2 from commit(s) abc." in out.read_text()
+    out.write_text(out.read_text() + "\n## Overview: appended by --overview\n\nkept as it is\n")
+    # table1 rerun by newer code; table2's runs replaced by stale ones that a full report refuses
+    _fixture_table(results, "table1", "def")
+    _fixture_table(results, "table2", "")
+    with pytest.raises(StaleRunsError, match="table 'table2'"):
+        write_report(results, numbers, out, only=["table2"])
+    text = write_report(results, numbers, out, only=["table1"])
+    assert "Code: table1 from commit(s) def; table2 from commit(s) abc." in text
+    sections = text.split("\n## ")
+    table1 = next(s for s in sections if s.startswith("table1: "))
+    table2 = next(s for s in sections if s.startswith("table2: "))
+    assert "Code: commit(s) def." in table1 and "Code: commit(s) abc." in table2
+    assert text.count("| table1 |") == 1 and text.count("| table2 |") == 1  # one summary row each
+    assert text.endswith("## Overview: appended by --overview\n\nkept as it is\n")
+    assert "Not run yet" in next(s for s in sections if s.startswith("table3: "))
+    with pytest.raises(ValueError, match=r"only: unknown table\(s\) \['tabel1'\]"):
+        write_report(results, numbers, out, only=["tabel1"])
+
+
 def test_report_cli_refuses_a_stale_equal_compute_sweep(tmp_path):
     import importlib.util
 

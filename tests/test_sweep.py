@@ -4,6 +4,7 @@ initialisation, TensorBoard events, checkpoints, and crash/resume."""
 from __future__ import annotations
 
 import csv
+import re
 import json
 import statistics
 from collections import defaultdict
@@ -379,3 +380,26 @@ def test_a_finished_run_is_reused_only_under_its_own_settings(tmp_path, make_dat
         run_sweep(preset.replace(lr_finetune=0.05), tmp_path, data=data, log=lambda s: None)
     with pytest.raises(ValueError, match=r"method_kwargs: \{\} -> \{'epochs': 2\}"):
         run_sweep(preset.replace(method_kwargs={"finetune": {"epochs": 2}}), tmp_path, data=data, log=lambda s: None)
+
+
+def test_a_second_sweep_in_the_folder_keeps_the_first_ones_finished_runs(tmp_path, make_data):
+    # adaq_table4 runs its ablation methods in adaq_split's folder: adaq_split's rows must stay
+    data = (make_data(40, seed=0), make_data(20, seed=1))
+    preset = tiny_preset(methods=("finetune",))
+    run_sweep(preset, tmp_path, data=data, log=lambda s: None)
+    first = read_csv(tmp_path / "runs.csv")
+    run_sweep(preset.replace(methods=("ewc",), name="second"), tmp_path, data=data, log=lambda s: None,
+              command="pytest")
+    rows = read_csv(tmp_path / "runs.csv")
+    assert [r for r in rows if r["method"] == "finetune"] == first
+    assert sorted({r["method"] for r in rows}) == ["ewc", "finetune"]
+    assert json.loads((tmp_path / "preset.json").read_text())["methods"] == ["finetune", "ewc"]
+    table = (tmp_path / "table.md").read_text()
+    assert "| finetune |" in table and "| ewc |" in table
+    # the footer says how the runs shared the machine, not the table process's own thread count
+    footer = table.strip().splitlines()[-1]
+    assert footer.startswith("Produced by `pytest`") and ", 1 run at a time, 1 torch thread each " in footer
+    assert not re.search(r"\d threads", footer)
+    # a sweep under other settings is another experiment: the earlier runs are not listed with it
+    run_sweep(preset.replace(methods=("lwf",), lr_finetune=0.05), tmp_path, data=data, log=lambda s: None)
+    assert {r["method"] for r in read_csv(tmp_path / "runs.csv")} == {"lwf"}

@@ -377,8 +377,12 @@ def run_sweep(
     threads = threads_per_run or preset.num_threads or 1
     executor = make_executor(workers, address, gpus_per_run, threads)  # bad arguments fail before any work
     check_methods(preset)
+    # Two tables can share a folder (adaq_table4 reuses adaq_split's runs): the other table's finished
+    # runs stay in this folder's preset.json, table and runs.csv.
+    kept = _finished_runs_of_other_methods(preset, out)
+    listed = preset.replace(methods=tuple(dict.fromkeys([*(r.method for r in kept), *preset.methods])))
     (out / "preset.json").write_text(json.dumps(
-        {**preset.to_dict(), "versions": environment_versions(), "cpu_path": cpu_path(),
+        {**listed.to_dict(), "versions": environment_versions(), "cpu_path": cpu_path(),
          "provenance": code_provenance(),
          "executor": {"workers": executor.workers, "address": address, "gpus_per_run": gpus_per_run,
                       "threads_per_run": threads}}, indent=2))
@@ -401,9 +405,25 @@ def run_sweep(
     with ProgressDisplay(len(jobs), file=progress_file, enabled=progress, log=log) as display:
         results = executor.map(run, jobs, [f"{name} seed {seed}" for name, seed in jobs], shared=data,
                                report=display, order=longest_first(preset, [name for name, _ in jobs]))
-    write_tables(results, out, preset, command=command, wall_seconds=time.perf_counter() - t0,
-                 threads_per_run=threads)
+    write_tables([*results, *kept], out, listed, command=command, wall_seconds=time.perf_counter() - t0,
+                 threads_per_run=threads, workers=executor.workers)
     return results
+
+
+def _finished_runs_of_other_methods(preset: Preset, out: Path) -> list[RunResult]:
+    """The finished runs (every seed of ``preset``) of the methods an earlier sweep in ``out`` ran and
+    ``preset`` does not, when that sweep's preset was ``preset`` but for its methods; else none."""
+    path = out / "preset.json"
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    ours = json.loads(json.dumps(preset.to_dict()))
+    if any(earlier.get(k) != v for k, v in ours.items() if k not in ("methods", "seeds", "name")):
+        return []
+    others = [m for m in earlier.get("methods", []) if m not in preset.methods]
+    finished, missing = collect_finished(preset.replace(methods=tuple(others)), out)
+    incomplete = {text.rsplit(" seed ", 1)[0] for text in missing}
+    return [r for r in finished if r.method not in incomplete]
 
 
 def collect_finished(preset: Preset, out: str | Path) -> tuple[list[RunResult], list[str]]:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-def machine_description() -> str:
-    """CPU model, cores, torch version and threads: where a timing was taken."""
+def machine_description(include_threads: bool = True) -> str:
+    """CPU model, cores, torch version and (``include_threads``) this process's torch threads: where a
+    timing was taken. A sweep leaves the threads out: its runs set their own (``threads_per_run``)."""
     import os
     import platform
 
@@ -34,8 +35,18 @@ def machine_description() -> str:
     except OSError:
         pass
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {device}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    text = f"{cpu}, {os.cpu_count()} cores, {device}, torch {torch.__version__}"
+    return text + (f", {torch.get_num_threads()} threads" if include_threads else "")
+
+
+def executor_text(workers: Optional[int], threads_per_run: Optional[int]) -> str:
+    """How a sweep's runs shared the machine, for its footer: ``", 2 runs at a time, 1 torch thread each"``."""
+    parts = []
+    if workers:
+        parts.append(f"{workers} run{'s' if workers > 1 else ''} at a time")
+    if threads_per_run:
+        parts.append(f"{threads_per_run} torch thread{'s' if threads_per_run > 1 else ''} each")
+    return "".join(f", {p}" for p in parts)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -125,7 +136,7 @@ def final_scores_table(results, names: Sequence[str]) -> str:
 
 
 def write_tables(results, out: Path, preset, command: Optional[str] = None, wall_seconds: float = 0.0,
-                 threads_per_run: Optional[int] = None) -> None:
+                 threads_per_run: Optional[int] = None, workers: Optional[int] = None) -> None:
     out = Path(out)
     summary = summarize(results)
     seeds = sorted({r.seed for r in results})
@@ -154,9 +165,9 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
                                                         environment_versions, versions_text)
         from avalanche_sst.experiments.provenance import provenance_text
 
-        threads = f", {threads_per_run} torch thread(s) per run" if threads_per_run else ""
-        lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time on {machine_description()}"
-                     f"{threads} (runs finished by an earlier invocation are reused and add no time). "
+        lines.append(f"Produced by `{command}` in {wall_seconds:.0f} s of wall time on "
+                     f"{machine_description(include_threads=False)}{executor_text(workers, threads_per_run)}"
+                     f" (runs finished by an earlier invocation are reused and add no time). "
                      f"Code: commit {provenance_text([getattr(r, 'provenance', {}) or {} for r in results])}. "
                      f"Versions: {versions_text(environment_versions())}. CPU path: {cpu_path_text(cpu_path())}; "
                      f"{SAME_CPU_PATH_NOTE}")

@@ -15,20 +15,22 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from avalanche_sst.experiments.paper.fig3 import FIG3_KEYS
 from avalanche_sst.experiments.paper.formatting import (markdown, models_text, read_runs_csv, read_table_csv,
                                                         scenario_of)
 from avalanche_sst.experiments.paper.runner import default_command
-from avalanche_sst.experiments.paper.fairness import fairness_section
+from avalanche_sst.experiments.paper.fairness import SECTION_TITLE, fairness_section
 from avalanche_sst.experiments.paper.specs import (LAST_STEP, PAPERS, TABLES, TableSpec, resolve_overrides,
                                                    sweep_dirname, tables_by_paper)
 from avalanche_sst.experiments.paper.stats import (ALPHA, PaperNumber, load_paper_numbers, paired_column_tests,
                                                  paired_sentence, paper_cells, table_ordering)
 from avalanche_sst.experiments.provenance import check_provenance, provenance_text
+from avalanche_sst.experiments.tables import executor_text
 
 
 def cpu_seconds(table_dir: Path) -> float:
@@ -107,10 +109,12 @@ def time_text(meta: Mapping, table_dir: Path) -> str:
     """The table's time: its command's wall clock and process CPU time when recorded, else the runs' sum."""
     parts = []
     if "wall_seconds" in meta:
-        threads = meta.get("threads")
         n = len(meta.get("invocations", ()))
-        parts.append(f"wall time {meta['wall_seconds']:.0f} s" + (f" on {threads} thread(s)" if threads else "")
-                     + (f" over {n} invocations" if n > 1 else ""))
+        if "workers" in meta:
+            shared = executor_text(meta["workers"], meta.get("threads_per_run"))
+        else:  # tables written before the executor was recorded: the table process's own threads
+            shared = f" on {meta['threads']} thread(s)" if meta.get("threads") else ""
+        parts.append(f"wall time {meta['wall_seconds']:.0f} s{shared}" + (f" over {n} invocations" if n > 1 else ""))
     if "cpu_seconds" in meta:
         parts.append(f"process CPU time {meta['cpu_seconds']:.0f} s")
     runs = cpu_seconds(table_dir)
@@ -119,16 +123,79 @@ def time_text(meta: Mapping, table_dir: Path) -> str:
     return "; ".join(parts) or "time not recorded"
 
 
-def archive_tables(results_root: str | Path, dest: str | Path) -> list[Path]:
+_SECTION = re.compile(r"^## (\w+): ")
+_CODE = re.compile(r"Code: commit\(s\) (.+?)\.(?:\s|$)")
+
+
+def report_sections(text: str) -> dict[str, tuple[list[str], Optional[str]]]:
+    """Per table of an earlier report: its section's lines after the heading, and its summary row."""
+    lines = text.split("\n")
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| (\w+) \|.*$", text.split("\n# ")[0], re.M)}
+    out = {}
+    for i, line in enumerate(lines):
+        match = _SECTION.match(line)
+        if match:
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith(("## ", "# ")):
+                j += 1
+            body = lines[i + 1:j]
+            while body and not body[0]:
+                body = body[1:]
+            out[match.group(1)] = (body, rows.get(match.group(1)))
+    return out
+
+
+def paper_preambles(text: str) -> dict[str, list[str]]:
+    """Per paper heading (``# Paper ...``) of an earlier report: the lines between it and its first table."""
+    lines = text.split("\n")
+    out = {}
+    for i, line in enumerate(lines):
+        if line.startswith("# Paper "):
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith(("## ", "# ")):
+                j += 1
+            out[line] = [x for x in lines[i + 1:j]]
+    return out
+
+
+def after_fairness(text: str) -> str:
+    """What an earlier report has after its fairness section (equal compute, data curve, overview, ...)."""
+    lines = text.split("\n")
+    if SECTION_TITLE not in lines:
+        return ""
+    start = lines.index(SECTION_TITLE) + 1
+    rest = [i for i in range(start, len(lines)) if lines[i].startswith("## ")]
+    return "\n".join(lines[rest[0]:]) if rest else ""
+
+
+def section_commits(body: Sequence[str]) -> Optional[str]:
+    """The commit(s) a table's section names (``Code: commit(s) ...``), None when it names none."""
+    match = _CODE.search("\n".join(body))
+    return match.group(1) if match else None
+
+
+def commits_line(codes: Mapping[str, Optional[str]]) -> str:
+    """One sentence: which tables come from which commit(s), and which from code older than commit recording."""
+    by_code: dict[str, list[str]] = {}
+    for table_id, code in codes.items():
+        by_code.setdefault(code or "", []).append(table_id)
+    fresh = "; ".join(f"{', '.join(ts)} from commit(s) {c}" for c, ts in by_code.items() if c)
+    stale = by_code.get("", [])
+    return (f"Code: {fresh or 'no table records its commit'}."
+            + (f" From older code, with no commit recorded (their sections are the old ones; rerun the "
+               f"command each names): {', '.join(stale)}." if stale else ""))
+
+
+def archive_tables(results_root: str | Path, dest: str | Path, only: Optional[Sequence[str]] = None) -> list[Path]:
     """Copy each finished table's generated files (not its checkpoints or TensorBoard logs) to ``dest``.
 
     Per table: ``<table>.md/.csv/.json`` and figures; per sweep: its ``table.*``, ``runs.csv``,
-    ``preset.json`` and ``accuracy.png``. Returns the copied paths.
+    ``preset.json`` and ``accuracy.png``; ``only``: these tables alone. Returns the copied paths.
     """
     results_root, dest = Path(results_root), Path(dest)
     keep_sweep = {"table.md", "table.csv", "runs.csv", "preset.json", "accuracy.png"}
     copied = []
-    for table_id in TABLES:
+    for table_id in (TABLES if only is None else only):
         src = results_root / table_id
         if not (src / f"{table_id}.csv").exists():
             continue
@@ -165,13 +232,26 @@ def _paper_markdown(spec: TableSpec, pc: Mapping[tuple[str, str], PaperNumber]) 
 
 def write_report(results_root: str | Path = "results/paper", paper_csv: str | Path = "docs/paper_numbers.csv",
                  out: str | Path = "docs/results.md", preset_name: str = "cpu",
-                 figures_root: str | Path | None = None) -> str:
+                 figures_root: str | Path | None = None, only: Optional[Sequence[str]] = None) -> str:
     """Generate ``docs/results.md`` from the written tables and the paper's numbers.
 
     :param figures_root: where the tables' PNGs are linked from (e.g. the :func:`archive_tables`
         copy next to the report); default ``results_root``.
+    :param only: regenerate only these tables; every other table keeps its section and summary row
+        from the report already at ``out`` (e.g. after rerunning a few tables), and the header lists
+        which tables come from which commit and which are older than commit recording.
     """
     results_root, out = Path(results_root), Path(out)
+    if only is not None:
+        unknown = [t for t in only if t not in TABLES]
+        if unknown:
+            raise ValueError(f"only: unknown table(s) {unknown}; choose from {list(TABLES)}")
+        if not out.exists():
+            raise ValueError(f"only: {out} does not exist, so the other tables have no sections to keep; "
+                             f"generate the whole report first (without only / --tables)")
+    earlier = report_sections(out.read_text()) if only is not None else {}
+    preambles = paper_preambles(out.read_text()) if only is not None else {}
+    codes: dict[str, Optional[str]] = {}  # table -> the commit(s) its section names (None: not recorded)
     figures_root = Path(figures_root) if figures_root is not None else results_root
     numbers = load_paper_numbers(paper_csv)
     groups = tables_by_paper()
@@ -202,9 +282,17 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
         lines = sections
         if several and spec is groups[spec.paper][0]:
             paper = PAPERS[spec.paper]
-            lines += [f"# Paper {paper.id}: {paper.citation}" + (f", {paper.title}" if paper.title else ""), ""]
+            heading = f"# Paper {paper.id}: {paper.citation}" + (f", {paper.title}" if paper.title else "")
+            lines += [heading, *preambles.get(heading, [""])]
         lines += [f"## {table_id}: {spec.title}", ""]
         csv_path = results_root / table_id / f"{table_id}.csv"
+        if only is not None and table_id not in only and (table_id in earlier or csv_path.exists()):
+            body, row = earlier.get(table_id, ([f"Not in the earlier report: regenerate it (--tables {table_id}).",
+                                                ""], None))
+            lines += body
+            summary += [row] if row else []
+            codes[table_id] = section_commits(body)
+            continue
         meta_path = results_root / table_id / f"{table_id}.json"
         pc = paper_cells(numbers, spec)
         if not csv_path.exists():
@@ -216,6 +304,7 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
         command = meta.get("command") or default_command(table_id, preset_name, spec.preset(preset_name).seeds,
                                                          results_root)
         commits = checked_commits(table_id, csv_path.parent, meta, command)
+        codes[table_id] = commits
         print(f"{table_id}: runs from commit(s) {commits}")
         ours = our_cells(spec, csv_path.parent)
         lines += [
@@ -254,12 +343,15 @@ def write_report(results_root: str | Path = "results/paper", paper_csv: str | Pa
             links = ", ".join(f"[{f.relative_to(figures_root / table_id).as_posix()}]"
                               f"({Path(os.path.relpath(f, out.parent)).as_posix()})" for f in figures)
             lines += [f"Figures: {links}.", ""]
+    header_lines += [commits_line(codes), ""] if codes else []
     if len(summary) > 2:
         lines = header_lines + ["## Summary", ""] + summary + [""] + sections
     else:
         lines = header_lines + sections
-    lines += ["", fairness_section([s for specs in groups.values() for s in specs], preset_name)]
-    text = "\n".join(lines)
+    lines += ["", fairness_section([s for specs in groups.values() for s in specs], preset_name).rstrip("\n")]
+    if only is not None and out.exists():  # the sections report.py appends after it stay as they were
+        lines += ["", after_fairness(out.read_text())]
+    text = "\n".join(lines).rstrip("\n") + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return text

@@ -65,8 +65,10 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
         if spec.runs_of is not None:
             sweeps = [f"../{spec.runs_of}/{name}" for name in sweeps]
     this = {"command": command, "wall_seconds": round(time.perf_counter() - t0, 1),
-            # all threads of this process
-            "cpu_seconds": round(time.process_time() - c0, 1), "threads": torch.get_num_threads()}
+            # this process's threads only: runs in worker processes are not in it (their runs.csv seconds are)
+            "cpu_seconds": round(time.process_time() - c0, 1),
+            **(_executor_shape(preset, sweep_options) if spec.kind != "fig3"
+               else {"workers": 1, "threads_per_run": torch.get_num_threads()})}  # fig3 runs in this process
     invocations = _previous_invocations(out_dir / f"{table_id}.json") + [this]
     meta = {
         "table": table_id, "title": spec.title, "preset": preset_name, "preset_name": preset.name,
@@ -78,12 +80,22 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
         # a resumed table sums every invocation that wrote it (runs redone after a change included)
         "invocations": invocations,
         "wall_seconds": round(sum(i["wall_seconds"] for i in invocations), 1),
-        "threads": this["threads"],
+        "workers": this["workers"], "threads_per_run": this["threads_per_run"],
     }
     if all(i.get("cpu_seconds") is not None for i in invocations):
         meta["cpu_seconds"] = round(sum(i["cpu_seconds"] for i in invocations), 1)
     paths = write_table(spec, cells, meta, out_dir)
     return {**paths, "dir": out_dir, "cells": cells}
+
+
+def _executor_shape(preset, sweep_options: Optional[Mapping]) -> dict:
+    """How many runs shared the machine and with how many torch threads each, as ``run_sweep`` sets them."""
+    from avalanche_sst.experiments.executor import default_workers
+
+    options = dict(sweep_options or {"workers": 1})
+    threads = options.get("threads_per_run") or preset.num_threads or 1
+    workers = options.get("workers")
+    return {"workers": workers if workers is not None else default_workers(threads), "threads_per_run": threads}
 
 
 def _previous_invocations(meta_path: Path) -> list[dict]:
