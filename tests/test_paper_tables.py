@@ -559,3 +559,7 @@ def test_table_records_how_its_runs_shared_the_machine(outputs):
     # tables written before the executor was recorded keep their wording
     old = {"wall_seconds": 970.0, "threads": 2, "invocations": [{}]}
     assert time_text(old, table / "none").startswith("wall time 970 s on 2 thread(s)")
+    # with Ray workers the table process's CPU time leaves the runs out, and says so
+    assert "process CPU time 3 s; " in time_text({"cpu_seconds": 3.0, "workers": 1}, table / "none") + "; "
+    assert time_text({"cpu_seconds": 3.0, "workers": 2}, table / "none") == (
+        "process CPU time 3 s (the table process only: its runs ran in Ray workers)")
