@@ -310,7 +310,8 @@ def test_one_step_prunes_at_the_prune_point_and_reads_before_and_after_pruning()
     p.after_training_epoch(s)  # epoch 2 = 3 - 1: the prune point
     owners = _owners(p)
     for name, n in SIZES.items():  # r = 0.5: keep n - round(n / 2) of the free weights, id 0
-        assert int((owners[name] == 0).sum()) == n - round(0.5 * n) and int((owners[name] == FREE).sum()) == round(0.5 * n)
+        assert int((owners[name] == 0).sum()) == n - round(0.5 * n)
+        assert int((owners[name] == FREE).sum()) == round(0.5 * n)
         weight = dict(p._layers())[name].weight
         assert bool((weight[owners[name] == FREE] == 0).all()) and bool((weight[owners[name] == 0] != 0).all())
     assert p.phase == "finetune" and not s.optimizer.state
@@ -494,7 +495,7 @@ def test_memory_without_pruning_is_whole_snapshots_and_no_ids():
     assert p.memory_bytes() == 108 * 4 + (7 * 4 * 4 + 3 * 8) + 2 * ((3 * 2 + 2) * 4 + 2)
 
 
-# ------------------------------------------------------------------ devices (the meta device stands in for an accelerator)
+# ------------------------------------------------------------------ devices (meta stands in for an accelerator)
 def test_grown_heads_and_the_statistics_pass_stay_on_the_models_device(monkeypatch):
     head = IncrementalClassifier(3, 2).to("meta")
     grow_incremental_classifier(head, 4)
