@@ -79,6 +79,9 @@ def test_preflight_runs_every_method_writes_the_forecast_and_collects_errors(mak
     failed_row = next(line for line in text.splitlines() if "`ewc:ewc_lambda=-`" in line)
     assert "| - | - | - |" in failed_row  # forecast from the preset, nothing measured
     assert "1 of 2 runs FAILED" in text and "reproduce: the command" in text
+    from avalanche_sst.experiments.provenance import code_provenance, provenance_text
+
+    assert f"Command: `the command`; code: {provenance_text([code_provenance()])}." in text  # names its commit
     assert any("[preflight mine/sweep finetune] passed" in line for line in logs)
 
 
@@ -207,3 +210,19 @@ def test_a_preflight_stopped_midway_keeps_the_runs_it_finished(make_data, tmp_pa
     kept = P.read_results_json(tmp_path / "preflight.json")
     assert [(r.method, r.ok) for r in kept] == [("finetune", True), ("lwf", True)]
     assert not (tmp_path / "preflight.md").exists()  # no forecast of another preflight left behind
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="Linux only")
+def test_each_runs_cpu_peak_memory_starts_afresh_not_at_an_earlier_runs_peak():
+    from avalanche_sst.experiments.preflight import _peak_memory, _reset_peak_memory
+
+    cpu = torch.device("cpu")
+    big = torch.ones(400 * 2 ** 20 // 4)  # an earlier run's 400 MiB, touched, then freed
+    assert _reset_peak_memory(cpu)
+    after_big, kind = _peak_memory(cpu, True)
+    del big
+    assert _reset_peak_memory(cpu)
+    small, kind = _peak_memory(cpu, True)
+    assert kind == "run peak RSS" and small < after_big - 300
+    # where the peak cannot be reset, the label says it is the whole process's
+    assert _peak_memory(cpu, False)[1] == "process peak RSS"

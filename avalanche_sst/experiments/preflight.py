@@ -279,7 +279,7 @@ class PreflightResult:
     sample_passes: float = 0.0  # measured by the run's CostMeter, all steps
     train_seconds: float = 0.0
     peak_memory_mb: float = 0.0
-    memory_kind: str = ""  # "cuda max allocated" or "process peak RSS"
+    memory_kind: str = ""  # "cuda max allocated", "run peak RSS" or "process peak RSS" (not resettable)
     steps: int = 0
     error: str = ""
     command: str = ""
@@ -291,9 +291,34 @@ class PreflightResult:
         return self.train_seconds / self.sample_passes if self.sample_passes > 0 else None
 
 
-def _peak_memory(device: torch.device) -> tuple[float, str]:
+def _reset_peak_memory(device: torch.device) -> bool:
+    """Start a run's peak memory afresh; False where the CPU's peak cannot be reset (then the peak
+    is the whole process's so far, over every earlier run of the preflight)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:  # Linux >= 4.0: "5" resets the process's resident-set high-water mark (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+        return _vm_hwm_mb() is not None
+    except OSError:
+        return False
+
+
+def _vm_hwm_mb() -> Optional[float]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _peak_memory(device: torch.device, reset: bool) -> tuple[float, str]:
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.max_memory_allocated(device) / 2 ** 20, "cuda max allocated"
+    if reset:
+        return _vm_hwm_mb(), "run peak RSS"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
 
 
@@ -306,8 +331,7 @@ def preflight_run(preset: Preset, method: str, data, out: Path, data_label: str 
     device = torch.device(preset.device)
     seed = preset.seeds[0]
     result = PreflightResult("", "", method, ok=False, data_label=data_label, batch_size=preset.batch_size)
-    if device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats(device)
+    reset = _reset_peak_memory(device)
     benchmark = build_benchmark(preset, seed, data)
     clock = TrainingClock(device)
     cap = [IterationCap(iterations)] if iterations is not None else []
@@ -316,7 +340,7 @@ def preflight_run(preset: Preset, method: str, data, out: Path, data_label: str 
     result.sample_passes = float(sum(done.costs))
     result.steps = len(done.accuracies)
     result.train_seconds = clock.seconds
-    result.peak_memory_mb, result.memory_kind = _peak_memory(device)
+    result.peak_memory_mb, result.memory_kind = _peak_memory(device, reset)
     return result
 
 
