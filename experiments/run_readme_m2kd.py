@@ -1,4 +1,4 @@
-"""Run the README's Python example as written and record M2KD's accuracy after each step.
+"""Run the README's Python example as written and record its M2KD strategy's accuracy after each step.
 
 The example's block (the README's ``python`` block that calls ``fashion_mnist()``)
 is executed unchanged, with ``torch.manual_seed(0)`` first, on the full
@@ -75,6 +75,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     command = "python experiments/run_readme_m2kd.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    from avalanche_sst.experiments.provenance import code_provenance, provenance_text
+
+    code = provenance_text([code_provenance()])  # before the example runs: the code it runs
     start = time.process_time()
     rows = run_example(args.per_class)
     cpu = time.process_time() - start
@@ -87,8 +90,8 @@ def main(argv=None) -> int:
         writer.writerows({"step": r["step"], "new": f"{r['new']:.4f}", "seen": f"{r['seen']:.4f}"} for r in rows)
     data = "the full Fashion-MNIST (60k train / 10k test)" if args.per_class is None else \
         f"{args.per_class} training and {args.per_class} test images per class"
-    lines = [f"The README's example as written, M2KD's test accuracy (%) after each step, on {data}; "
-             f"torch.manual_seed(0); {cpu / 60:.1f} CPU minutes, torch {torch.__version__}.", "",
+    lines = [f"The README's example as written, its M2KD strategy's test accuracy (%) after each step, on {data}; "
+             f"torch.manual_seed(0); {cpu / 60:.1f} CPU minutes, torch {torch.__version__}; code: commit {code}.", "",
              f"    {command}", "", "| step | new classes, right after training them | all classes seen |",
              "|---|---:|---:|"]
     lines += [f"| {r['step']} | {100 * r['new']:.1f} | {100 * r['seen']:.1f} |" for r in rows]

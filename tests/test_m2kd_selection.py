@@ -191,3 +191,16 @@ def test_best_shared_keeps_the_point_best_on_average_over_every_method():
     del scores["m2kd:lr_factor=10"]
     with pytest.raises(ValueError, match=r"lacks scores of \['m2kd'\]"):
         best_shared(scores, ["lr_factor"])
+
+
+def test_readme_selection_names_the_argument_of_a_negative_exemplar_count(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "select_readme_m2kd.py"
+    spec = importlib.util.spec_from_file_location("select_readme_m2kd", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit):
+        script.main(["--exemplars", "-1", "--record", "unused"])
+    assert "--exemplars must be >= 0 (0: exemplar-free M2KD), got -1" in capsys.readouterr().err
