@@ -28,14 +28,16 @@ def test_readme_example_runs(monkeypatch, make_data, tmp_path):
 
 
 # Accuracy on each new step's classes right after training on them (that step's test images), the
-# README's settings on 100 training / 100 test images per class, torch seed 0, measured by
-# `python experiments/run_readme_m2kd.py --per-class 100` (docs/runs/readme_m2kd/subset_100_per_class.md):
-# 0.95, 0.195, 0.445, 0.005, 0.0 (mean 0.319). Exemplar-free M2KD with 2-class steps does not learn the
-# look-alike later steps (docs/m2kd.md, "Why later steps' classes are not learnt": the snapshots' targets
-# for the old units on new-class images are near 1), so the thresholds sit below the measured step 1
-# and the measured mean; without the BatchNorm recomputation step 1 reads 0.655.
+# README's example (ICaRLM2KD, 2,000 exemplars, lr 0.316 chosen on validation slices) on 100 training /
+# 100 test images per class, torch seed 0, measured by `python experiments/run_readme_m2kd.py --per-class 100`
+# (docs/runs/readme_m2kd/subset_100_per_class.md): 0.945, 0.54, 0.635, 0.395, 0.205 (mean 0.544). The
+# exemplar-free M2KD of the earlier example read 0.95, 0.195, 0.445, 0.005, 0.0 there (2-class steps: the
+# snapshots' targets keep old units near 1 on new classes, docs/m2kd.md), so a step whose classes are not
+# learnt (below 0.05) fails. On the AVX2 path (ONEDNN_MAX_CPU_ISA=AVX2) the same run read 0.91, 0.46,
+# 0.625, 0.175, 0.11 (training carries the last digits' differences), so the thresholds sit below both.
 FIRST_STEP_THRESHOLD = 0.85
-MEAN_NEW_CLASS_THRESHOLD = 0.2
+EVERY_STEP_THRESHOLD = 0.05
+MEAN_NEW_CLASS_THRESHOLD = 0.35
 IMAGES_PER_CLASS = 100
 
 
@@ -54,4 +56,5 @@ def test_readme_m2kd_example_learns_each_new_steps_classes():
     print("new classes right after each step:", [round(a, 3) for a in new_class])
     assert len(new_class) == 5
     assert new_class[0] >= FIRST_STEP_THRESHOLD, new_class
+    assert min(new_class) >= EVERY_STEP_THRESHOLD, new_class
     assert sum(new_class) / 5 >= MEAN_NEW_CLASS_THRESHOLD, new_class
