@@ -190,6 +190,17 @@ def _validate(ratios, validation_fraction, label_noise, data_path):
         raise ValueError(f"data_path must be one of {DATA_PATHS}, got {data_path!r}")
 
 
+def link_streams(benchmark):
+    """Give every stream of ``benchmark`` its ``.benchmark`` (returns ``benchmark``).
+
+    Avalanche 0.6's ``benchmark_from_datasets`` leaves it None, so a plugin that reads
+    the benchmark's ``.setting`` through ``experience.origin_stream.benchmark`` (M2KD's
+    per-experience check) would never find it."""
+    for stream in benchmark.streams.values():
+        stream.benchmark = benchmark
+    return benchmark
+
+
 def same_class_accumulating(
     train: Dataset,
     test: Dataset,
@@ -220,6 +231,9 @@ def same_class_accumulating(
         normalisation as tensor ops on the whole batch in the collate function;
         ``"per_sample"``: the classic per-sample torchvision pipeline.
     :param mean, std: normalisation; by default computed from ``train``.
+
+    The benchmark carries ``.setting`` (``"same_class"``), ``.num_classes``,
+    ``.ratios`` and ``.seed``; each stream's ``.benchmark`` is the benchmark.
     """
     ratios = tuple(ratios)
     _validate(ratios, validation_fraction, label_noise, data_path)
@@ -258,7 +272,8 @@ def same_class_accumulating(
     }
     if valid_parts:
         streams["valid"] = [wrap(train, i, t, False) for i, t in valid_parts]
-    benchmark = with_task_labels(benchmark_from_datasets(**streams))
+    benchmark = link_streams(with_task_labels(benchmark_from_datasets(**streams)))
+    benchmark.setting = "same_class"
     benchmark.num_classes = num_classes
     benchmark.ratios = ratios
     benchmark.seed = seed
