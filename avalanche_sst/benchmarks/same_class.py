@@ -78,12 +78,13 @@ def check_test_classes(train_targets: torch.Tensor, test_targets: torch.Tensor) 
 
 
 def _proportional_counts(n: int, weights: Sequence[float]) -> list[int]:
-    """Split ``n`` items by ``weights`` (largest remainder; each part >= 1)."""
+    """Split ``n >= len(weights)`` items by ``weights`` (largest remainder; each part >= 1)."""
     total = float(sum(weights))
     exact = [n * w / total for w in weights]
     counts = [max(1, math.floor(e)) for e in exact]
     while sum(counts) > n:  # the max(1, .) floor can overshoot on tiny classes
-        i = max(range(len(counts)), key=lambda j: (counts[j] - exact[j], counts[j]))
+        # take from the most over-served part that keeps one (as n >= len(weights), one does)
+        i = max((j for j in range(len(counts)) if counts[j] > 1), key=lambda j: (counts[j] - exact[j], counts[j]))
         counts[i] -= 1
     order = sorted(range(len(counts)), key=lambda j: exact[j] - counts[j], reverse=True)
     for j in order[: n - sum(counts)]:
