@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from avalanche_sst.benchmarks import inject_label_noise, same_class_accumulating, stratified_split
-from avalanche_sst.benchmarks.same_class import _channel_stats, _proportional_counts
+from avalanche_sst.benchmarks.same_class import RelabelledSubset, _channel_stats, _proportional_counts
 from avalanche_sst.benchmarks.tensor_data import BatchCollate, TensorImageDataset
 
 from conftest import make_images
@@ -92,3 +92,64 @@ def test_a_one_image_test_set_and_the_per_sample_crop(data):
 def test_bad_ratios_name_the_argument(data, kwargs, message):
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         same_class_accumulating(*data, **kwargs)
+
+
+def test_split_counts_take_back_from_the_most_over_served_part_first():
+    # 8 by (1, 1, 1, 1, 1, 5, 6): exact (.5, .5, .5, .5, .5, 2.5, 3); floors of at least one (1, 1, 1, 1, 1, 2, 3) = 10:
+    # the last part is the most over-served (3 - 3 = 0 > 2 - 2.5) and gives one back, then the sixth
+    # (2 - 2.5 > 2 - 3): (1, 1, 1, 1, 1, 1, 2)
+    assert _proportional_counts(8, (1, 1, 1, 1, 1, 5, 6)) == [1, 1, 1, 1, 1, 1, 2]
+
+
+class _Plain(torch.utils.data.Dataset):
+    """A labelled image set that is not a TensorImageDataset and cannot gather."""
+
+    def __init__(self, base):
+        self.base, self.targets = base, base.targets
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+
+def test_other_datasets_normalise_by_half_and_fetch_one_sample_at_a_time(data):
+    train, test = data
+    benchmark = same_class_accumulating(_Plain(train), test, ratios=(1, 1), augment=False)
+    assert benchmark.train_stream[0].dataset.collate_fn == BatchCollate([0.5], [0.5], augment=False, padding=4)
+    assert RelabelledSubset(_Plain(train), torch.tensor([0, 1]), torch.tensor([0, 1])).gather(torch.tensor([0])) is None
+    subset = RelabelledSubset(train, torch.tensor([5, 2]), torch.tensor([3, 1]))
+    batch = subset.gather(torch.tensor([1, 0]))
+    assert torch.equal(batch.images, torch.stack([train[2][0], train[5][0]])) and batch.columns[0].tolist() == [1, 3]
+
+
+def test_test_classes_missing_from_train_are_named(data):
+    train, test = data
+    few = TensorImageDataset(train.images[torch.as_tensor(train.targets) < 3],
+                             torch.as_tensor(train.targets)[torch.as_tensor(train.targets) < 3])
+    with pytest.raises(ValueError, match=r"^test holds classes \[3\] that train lacks: a model cannot learn them; "
+                                         r"drop those samples from test or pass a training set that holds them$"):
+        same_class_accumulating(few, test, ratios=(1, 1))
+
+
+def test_per_sample_path_evaluates_unaugmented_and_trains_on_padded_crops(data):
+    train, test = data
+    benchmark = same_class_accumulating(train, test, ratios=(1, 1), data_path="per_sample", mean=(0.0,), std=(1.0,),
+                                        padding=1)
+    sources = {x.numpy().tobytes() for x, _ in train}
+    flipped = {x.flip(-1).numpy().tobytes() for x, _ in train}
+
+    def as_uint8(image):
+        return (image * 255).round().to(torch.uint8).numpy().tobytes()
+
+    data_k = benchmark.train_stream[0].dataset
+    evaluated = data_k.eval()
+    assert all(as_uint8(evaluated[i][0]) in sources for i in range(len(evaluated)))
+    torch.manual_seed(0)
+    trained = [as_uint8(data_k[i][0]) for i in range(len(data_k))]
+    assert any(t not in sources | flipped for t in trained)  # moved by the padded random crop
+    assert not any((x[0] == 0).all(dim=0).any() or (x[0] == 0).all(dim=1).any() for x, _ in train)
+    for i in range(len(data_k)):  # moved by at most the padding: one zero-filled row and one column at most
+        image = data_k[i][0][0]
+        assert int((image == 0).all(dim=1).sum()) <= 1 and int((image == 0).all(dim=0).sum()) <= 1
