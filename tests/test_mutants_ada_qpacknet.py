@@ -197,3 +197,42 @@ class _LearningRates(SupervisedPlugin):
 
     def after_training_exp(self, strategy, **kwargs):
         self.ends.append(strategy.optimizer.param_groups[0]["lr"])
+
+
+def _with_accuracies(strat: AdaQPackNet, accuracies: list) -> AdaQPackNet:
+    """Validation accuracies in call order: the 3 candidates, full precision, then each bit-width tried."""
+    values = iter(accuracies)
+    strat._val_accuracy = lambda task: next(values)
+    return strat
+
+
+def test_alg2_stops_at_the_first_bit_width_within_delta_points(two_tasks) -> None:
+    # delta 25 points of 0.75: 2 bits (0.25) lose 50 points, 3 bits (0.5) lose exactly 25: kept
+    strat = _with_accuracies(_strategy(two_tasks, start_bits=2, max_bits=4, delta=25.0),
+                             [1.0, 1.0, 1.0, 0.75, 0.25, 0.5, 0.75])
+    strat.train(two_tasks.train_stream[0])
+    report = strat.task_reports[0]
+    assert (report["bits"], report["accuracy_fp32"], report["accuracy_quantized"], report["met_delta"]) == \
+        (3, 0.75, 0.5, 1)
+    with pytest.raises(ValueError, match=r"^task label 0 was already trained: Ada-QPacknet runs only in a "
+                                         r"task-incremental scenario, not a class-incremental one$"):
+        strat._task_label(two_tasks.train_stream[0])
+
+
+def test_alg2_keeps_max_bits_and_warns_when_no_bit_width_is_within_delta(two_tasks) -> None:
+    strat = _with_accuracies(_strategy(two_tasks, start_bits=2, max_bits=4, delta=25.0),
+                             [1.0, 1.0, 1.0, 0.75, 0.25, 0.25, 0.25, 0.25])
+    with pytest.warns(UserWarning, match=r"^task 0: 4-bit quantization loses 50\.00 points \(> delta=25\.0\); "
+                                         r"keeping 4 bits$"):
+        strat.train(two_tasks.train_stream[0])
+    report = strat.task_reports[0]
+    assert (report["bits"], report["accuracy_quantized"], report["met_delta"]) == (4, 0.25, 0)
+
+
+def test_task_label_messages(two_tasks) -> None:
+    from types import SimpleNamespace
+
+    strat = _strategy(two_tasks)
+    with pytest.raises(ValueError, match=r"^Ada-QPacknet needs one task label per experience, got \[0, 1\]; "
+                                         r"use a task-incremental scenario$"):
+        strat._task_label(SimpleNamespace(task_labels=[0, 1]))
