@@ -4,6 +4,8 @@ capacity of eq. 10 counted by hand on a whole model (BatchNorm statistics includ
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
@@ -236,3 +238,40 @@ def test_task_label_messages(two_tasks) -> None:
     with pytest.raises(ValueError, match=r"^Ada-QPacknet needs one task label per experience, got \[0, 1\]; "
                                          r"use a task-incremental scenario$"):
         strat._task_label(SimpleNamespace(task_labels=[0, 1]))
+
+
+def test_the_papers_defaults_and_the_arguments_reach_the_strategy(two_tasks) -> None:
+    torch.manual_seed(0)
+    default = AdaQPackNet(model=_tiny_net(), valid_stream=two_tasks.valid_stream)
+    assert (default.population, default.v_min, default.v_max, default.alpha, default.beta, default.delta) == \
+        (16, 0.45, 0.85, 0.9, 0.1, 1.0)
+    assert (default.search_epochs, default.full_epochs, default.start_bits, default.max_bits, default.quantizer) == \
+        (5, 50, 2, 8, "kmeans")
+    assert (default.prune, default.quantize, default.lr, default.lr_min, default.seed) == (True, True, 0.01, 1e-4, 0)
+    assert default.train_epochs == 50 and default.optimizer.param_groups[0]["lr"] == 0.01
+    assert default.model.head_name == "6" and default.model.unseen_tasks == "raise"
+    given = AdaQPackNet(model=_tiny_net(), valid_stream=two_tasks.valid_stream, head="4", unseen_tasks="zeros",
+                        lr=0.02, lr_min=0.02, start_bits=3, max_bits=3, delta=0.5)
+    assert (given.model.head_name, given.model.unseen_tasks, given.optimizer.param_groups[0]["lr"]) == \
+        ("4", "zeros", 0.02)
+    assert (given.lr_min, given.start_bits, given.max_bits, given.delta) == (0.02, 3, 3, 0.5)  # equal bounds allowed
+    assert AdaQPackNet(model=_tiny_net(), valid_stream=two_tasks.valid_stream, delta=0.0).delta == 0.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(start_bits=9), "start_bits must be in 1..8 (codes are stored as uint8), got start_bits=9"),
+    (dict(start_bits=5, max_bits=4), "start_bits (5) must not exceed max_bits (4)"),
+    (dict(prune=False, quantize=False), "prune=False and quantize=False would give every task all 32 bits of every "
+                                        "position; keep at least one stage on"),
+    (dict(valid_stream=None), "Ada-QPacknet selects masks and bit-widths on validation data: pass "
+                              "valid_stream=benchmark.valid_stream (a benchmark built with validation_fraction > 0)"),
+    (dict(population=0), "population must be >= 1, got 0"),
+    (dict(search_epochs=0), "search_epochs must be >= 1, got 0"),
+    (dict(full_epochs=0), "full_epochs must be >= 1, got 0"),
+    (dict(delta=-1.0), "need delta >= 0 and 0 < lr_min <= lr, got delta=-1.0, lr=0.01, lr_min=0.0001"),
+    (dict(lr_min=0.0), "need delta >= 0 and 0 < lr_min <= lr, got delta=1.0, lr=0.01, lr_min=0.0"),
+])
+def test_bad_arguments_name_themselves(two_tasks, kwargs, message) -> None:
+    args = {"model": _tiny_net(), "valid_stream": two_tasks.valid_stream, **kwargs}
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        AdaQPackNet(**args)
