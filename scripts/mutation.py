@@ -1,7 +1,8 @@
 """Mutation testing of the four methods with mutmut 3, and the report docs/testing.md.
 
-    python scripts/mutation.py run [--module functional/quantization] [--resume]
+    python scripts/mutation.py run [--module functional/quantization] [--resume] [--tests tests/a.py,tests/b.py]
     python scripts/mutation.py recheck --module functional/quantization  # survivors again, current tests
+    python scripts/mutation.py recheck --rebuild --module functional/quantization  # the same in a fresh clone
     python scripts/mutation.py report
     python scripts/mutation.py tests functional/quantization   # the test files a module's run uses
 
@@ -15,6 +16,11 @@ writes ``docs/testing.md``: per module the mutants generated, killed,
 survived, timed out and the score, and every survivor with its entry in
 ``tests/mutation_survivors.toml`` (equivalent, with the reason) or marked
 open. Run it at low priority: ``nice -n 15 make mutation [MODULE=...]``.
+
+``--tests`` replaces the test files a module's run would select by name with
+the given ones (a module whose name-selected files include slow end-to-end
+tests can be checked by its own fast files); the report lists the files used,
+and ``recheck`` reuses them.
 """
 
 from __future__ import annotations
@@ -156,10 +162,13 @@ def _mutmut(module: str, work: Path, names: list[str]) -> None:
 
 
 def _record(module: str, work: Path, test_files: list[str], previous: dict | None = None,
-            rerun: tuple = ()) -> dict:
+            rerun: tuple = (), chosen: bool = False) -> dict:
     """Write the module's result; with ``previous`` (a recheck), mutants not in ``rerun`` keep
-    their earlier status (mutmut resets them when its configuration changes)."""
+    their earlier status (mutmut resets them when its configuration changes). ``chosen``: the
+    test files were given (``--tests``), not selected by name."""
     result = collect(module, work, test_files)
+    if chosen:
+        result["tests_chosen"] = True
     if previous is not None:
         merge_statuses(result, previous, rerun)
         result["rechecked"] = {"mutants": len(rerun), "date": result["date"], "first_run": previous.get("date")}
@@ -180,38 +189,71 @@ def merge_statuses(result: dict, previous: dict, rerun: tuple) -> dict:
     return result
 
 
-def run_module(module: str, resume: bool) -> dict:
-    test_files = test_files_for(module)
+def chosen_test_files(tests: str | None) -> list[str] | None:
+    """``tests/a.py,tests/b.py`` -> the list, each checked to exist; None -> None (select by name)."""
+    if not tests:
+        return None
+    files = [t.strip() for t in tests.split(",") if t.strip()]
+    missing = [t for t in files if not (ROOT / t).is_file()]
+    if missing or not files:
+        raise SystemExit(f"--tests: no such test file {', '.join(missing) or repr(tests)}; give paths such as "
+                         f"tests/test_settings.py, comma-separated")
+    return files
+
+
+def run_module(module: str, resume: bool, tests: list[str] | None = None) -> dict:
+    test_files = tests or test_files_for(module)
     if not test_files:
         raise SystemExit(f"no test file names {module}: add tests before mutating it")
     work = prepare(module, test_files, resume)
     (work / "mutmut.log").unlink(missing_ok=True)
     print(f"[mutation] {module}: tests {' '.join(test_files)}", flush=True)
     _mutmut(module, work, [])
-    return _record(module, work, test_files)
+    return _record(module, work, test_files, chosen=bool(tests))
 
 
-def recheck_module(module: str) -> dict:
+def recheck_module(module: str, rebuild: bool = False) -> dict:
     """Run the survivors (and timeouts) of the module's last run again against the current tests.
 
-    Mutants not checked yet (an interrupted run) stay so; the source must be the one mutated."""
+    Mutants not checked yet (an interrupted run) stay so; the source must be the one mutated.
+    ``rebuild``: mutmut's scratch state (``.mutation/``, git-ignored) is missing, as in a fresh
+    clone: make it afresh and run only the recorded non-killed mutants (mutmut names mutants by
+    function and position, the same for the same source), provided the module's source equals
+    the one at the recorded run's commit."""
     work = SCRATCH / module.replace("/", ".")
     path = f"{PACKAGE}/{module}.py"
     recorded = RESULTS / f"{module.replace('/', '.')}.json"
-    if not (work / "mutants" / f"{path}.meta").exists() or not recorded.exists():
-        raise RuntimeError(f"no earlier run of {module} in {work}: run `make mutation MODULE={module}` first")
-    if (work / path).read_text() != (ROOT / path).read_text():
-        raise RuntimeError(f"{path} changed since its mutation run: run `make mutation MODULE={module}` again")
-    test_files = test_files_for(module)
-    shutil.rmtree(work / "tests")
-    shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (work / "pyproject.toml").write_text(mutmut_config(module, test_files))
+    if not recorded.exists():
+        raise RuntimeError(f"no earlier run of {module} recorded: run `make mutation MODULE={module}` first")
     previous = json.loads(recorded.read_text())
+    test_files = previous["tests"] if previous.get("tests_chosen") else test_files_for(module)
+    if rebuild:
+        if not source_unchanged_since(path, previous.get("commit", "")):
+            raise RuntimeError(f"{path} differs from the one of its recorded run (commit {previous.get('commit')}): "
+                               f"run `make mutation MODULE={module}` again")
+        work = prepare(module, test_files, resume=False)
+    else:
+        if not (work / "mutants" / f"{path}.meta").exists():
+            raise RuntimeError(f"no mutmut state of {module} in {work}: run `scripts/mutation.py recheck --rebuild "
+                               f"--module {module}` (or `make mutation MODULE={module}`)")
+        if (work / path).read_text() != (ROOT / path).read_text():
+            raise RuntimeError(f"{path} changed since its mutation run: run `make mutation MODULE={module}` again")
+        shutil.rmtree(work / "tests")
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (work / "pyproject.toml").write_text(mutmut_config(module, test_files))
     names = [m["name"] for m in previous["mutants"] if m["status"] not in ("killed", "not checked")]
     print(f"[mutation] {module}: rechecking {len(names)} mutants against {' '.join(test_files)}", flush=True)
     if names:
         _mutmut(module, work, names)
-    return _record(module, work, test_files, previous, tuple(names))
+    return _record(module, work, test_files, previous, tuple(names), chosen=bool(previous.get("tests_chosen")))
+
+
+def source_unchanged_since(path: str, commit: str) -> bool:
+    """Whether ``path`` in the working tree equals its version at ``commit``."""
+    if not commit or commit == "unknown":
+        return False
+    out = subprocess.run(["git", "diff", "--quiet", commit, "--", path], cwd=ROOT, capture_output=True)
+    return out.returncode == 0
 
 
 def changed_lines(diff: str) -> tuple[str, str]:
@@ -311,7 +353,10 @@ def render(results: list[dict], notes: dict[tuple, dict]) -> str:
              "Score = killed / (checked - equivalent); targets: 95% in `functional/`, 90% elsewhere.",
              "A run stopped before the end leaves mutants not checked: its score covers the checked ones only.",
              "Survivors are listed as equivalent (reason in `tests/mutation_survivors.toml`) or open.", "",
-             "Reproduce one module: `nice -n 15 make mutation MODULE=functional/quantization`.", "",
+             "Reproduce one module: `nice -n 15 make mutation MODULE=functional/quantization`; rerun its survivors "
+             "after adding tests: `python scripts/mutation.py recheck --module functional/quantization` (add "
+             "`--rebuild` in a fresh clone, which has no `.mutation/` state). A module run with `--tests` lists "
+             "the test files it was given.", "",
              "| module | generated | not checked | killed | survived | timed out | other | equivalent | score | target "
              "| run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -333,7 +378,8 @@ def render(results: list[dict], notes: dict[tuple, dict]) -> str:
         s = summaries[r["module"]]
         if not s["open"] and not s["equivalent_mutants"]:
             continue
-        lines += ["", f"## `{r['module']}`", "", f"Tests: {', '.join(f'`{t}`' for t in r['tests'])}.", ""]
+        lines += ["", f"## `{r['module']}`", "", f"Tests{' (given with `--tests`)' if r.get('tests_chosen') else ''}: "
+                  f"{', '.join(f'`{t}`' for t in r['tests'])}.", ""]
         for m in s["equivalent_mutants"]:
             reason = notes[_key(r["module"], m)]["reason"]
             lines.append(f"- equivalent — `{m['function']}`: `{m['before']}` → `{m['after']}`: {reason}")
@@ -357,8 +403,12 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("run", help="mutate the scope (or --module) and record docs/mutation/<module>.json")
     run.add_argument("--module", default=None, help="one module or folder, e.g. functional/quantization")
     run.add_argument("--resume", action="store_true", help="keep mutmut's state of an interrupted run")
+    run.add_argument("--tests", default=None,
+                     help="comma-separated test files to use instead of those that name the module")
     recheck = sub.add_parser("recheck", help="run the last run's survivors again against the current tests")
     recheck.add_argument("--module", required=True, help="one module or folder, e.g. functional/quantization")
+    recheck.add_argument("--rebuild", action="store_true",
+                         help="no mutmut state here (a fresh clone): make it afresh, rerun only the recorded survivors")
     sub.add_parser("report", help="write docs/testing.md from docs/mutation/*.json")
     tests = sub.add_parser("tests", help="print the test files a module's run uses")
     tests.add_argument("module")
@@ -367,7 +417,10 @@ def main(argv: list[str] | None = None) -> None:
         failed = []
         for module in select_modules(args.module):
             try:
-                run_module(module, args.resume) if args.command == "run" else recheck_module(module)
+                if args.command == "run":
+                    run_module(module, args.resume, chosen_test_files(args.tests))
+                else:
+                    recheck_module(module, args.rebuild)
             except RuntimeError as err:  # the other modules still run; the report says what was reached
                 print(f"[mutation] {err}", file=sys.stderr, flush=True)
                 failed.append(module)

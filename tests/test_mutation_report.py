@@ -85,3 +85,64 @@ def test_a_recheck_keeps_the_earlier_status_of_mutants_it_did_not_rerun() -> Non
     fresh = _result(["not checked", "killed", "not checked"])  # mutmut reset what it did not rerun
     merged = mutation.merge_statuses(fresh, previous, rerun=("m1", "m2"))
     assert [m["status"] for m in merged["mutants"]] == ["killed", "killed", "not checked"]
+
+
+def test_given_test_files_replace_the_selection_and_must_exist() -> None:
+    assert mutation.chosen_test_files(None) is None
+    assert mutation.chosen_test_files("tests/test_settings.py, tests/test_groups.py") == \
+        ["tests/test_settings.py", "tests/test_groups.py"]
+    with pytest.raises(SystemExit, match=r"^--tests: no such test file tests/test_nothing\.py; give paths"):
+        mutation.chosen_test_files("tests/test_settings.py,tests/test_nothing.py")
+
+
+def test_source_unchanged_since_compares_the_working_tree_with_the_commit() -> None:
+    import subprocess
+
+    head = mutation._git_head()
+    if head == "unknown":
+        pytest.skip("not a git checkout")
+    root = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.split()[0]
+    path = "avalanche_sst/functional/quantization.py"
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path], cwd=ROOT).returncode
+    assert mutation.source_unchanged_since(path, head) is (dirty == 0)
+    assert mutation.source_unchanged_since(path, root) is False  # written after the first commit
+    assert mutation.source_unchanged_since(path, "unknown") is False
+
+
+def test_a_rebuilt_recheck_reruns_only_the_recorded_survivors_with_the_recorded_tests(tmp_path, monkeypatch) -> None:
+    import json
+
+    previous = _result(["killed", "survived", "not checked", "timeout"])
+    previous.update(module="functional/quantization", tests=["tests/test_given.py"], tests_chosen=True)
+    monkeypatch.setattr(mutation, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(mutation, "SCRATCH", tmp_path / "scratch")
+    (tmp_path / "results").mkdir()
+    recorded = tmp_path / "results" / "functional.quantization.json"
+    recorded.write_text(json.dumps(previous))
+    calls = []
+    monkeypatch.setattr(mutation, "prepare", lambda module, tests, resume: calls.append(("prepare", tests, resume))
+                        or tmp_path / "scratch")
+    monkeypatch.setattr(mutation, "_mutmut", lambda module, work, names: calls.append(("mutmut", names)))
+    fresh = _result(["not checked", "killed", "not checked", "survived"])  # mutmut ran m1 and m3 only
+    monkeypatch.setattr(mutation, "collect", lambda module, work, tests: {**fresh, "tests": tests, "date": "now"})
+
+    # without mutmut's state a plain recheck says how to rebuild it
+    with pytest.raises(RuntimeError, match=r"^no mutmut state of functional/quantization in .*: run "
+                                           r"`scripts/mutation.py recheck --rebuild --module functional/quantization`"):
+        mutation.recheck_module("functional/quantization")
+    monkeypatch.setattr(mutation, "source_unchanged_since", lambda path, commit: False)
+    with pytest.raises(RuntimeError, match=r"^avalanche_sst/functional/quantization\.py differs from the one of its "
+                                           r"recorded run \(commit abc\)"):
+        mutation.recheck_module("functional/quantization", rebuild=True)
+    assert calls == []
+
+    monkeypatch.setattr(mutation, "source_unchanged_since", lambda path, commit: commit == "abc")
+    mutation.recheck_module("functional/quantization", rebuild=True)
+    assert calls == [("prepare", ["tests/test_given.py"], False), ("mutmut", ["m1", "m3"])]
+    written = json.loads(recorded.read_text())
+    assert [m["status"] for m in written["mutants"]] == ["killed", "killed", "not checked", "survived"]
+    assert (written["tests"], written["tests_chosen"], written["commit"], written["date"]) == \
+        (["tests/test_given.py"], True, "abc", "d")
+    assert written["rechecked"] == {"mutants": 2, "date": "now", "first_run": "d"}
+    assert "Tests (given with `--tests`): `tests/test_given.py`." in mutation.render([written], {})

@@ -78,12 +78,13 @@ def check_test_classes(train_targets: torch.Tensor, test_targets: torch.Tensor) 
 
 
 def _proportional_counts(n: int, weights: Sequence[float]) -> list[int]:
-    """Split ``n`` items by ``weights`` (largest remainder; each part >= 1)."""
+    """Split ``n >= len(weights)`` items by ``weights`` (largest remainder; each part >= 1)."""
     total = float(sum(weights))
     exact = [n * w / total for w in weights]
     counts = [max(1, math.floor(e)) for e in exact]
     while sum(counts) > n:  # the max(1, .) floor can overshoot on tiny classes
-        i = max(range(len(counts)), key=lambda j: (counts[j] - exact[j], counts[j]))
+        # take from the most over-served part that keeps one (as n >= len(weights), one does)
+        i = max((j for j in range(len(counts)) if counts[j] > 1), key=lambda j: (counts[j] - exact[j], counts[j]))
         counts[i] -= 1
     order = sorted(range(len(counts)), key=lambda j: exact[j] - counts[j], reverse=True)
     for j in order[: n - sum(counts)]:
@@ -190,6 +191,17 @@ def _validate(ratios, validation_fraction, label_noise, data_path):
         raise ValueError(f"data_path must be one of {DATA_PATHS}, got {data_path!r}")
 
 
+def link_streams(benchmark):
+    """Give every stream of ``benchmark`` its ``.benchmark`` (returns ``benchmark``).
+
+    Avalanche 0.6's ``benchmark_from_datasets`` leaves it None, so a plugin that reads
+    the benchmark's ``.setting`` through ``experience.origin_stream.benchmark`` (M2KD's
+    per-experience check) would never find it."""
+    for stream in benchmark.streams.values():
+        stream.benchmark = benchmark
+    return benchmark
+
+
 def same_class_accumulating(
     train: Dataset,
     test: Dataset,
@@ -220,6 +232,9 @@ def same_class_accumulating(
         normalisation as tensor ops on the whole batch in the collate function;
         ``"per_sample"``: the classic per-sample torchvision pipeline.
     :param mean, std: normalisation; by default computed from ``train``.
+
+    The benchmark carries ``.setting`` (``"same_class"``), ``.num_classes``,
+    ``.ratios`` and ``.seed``; each stream's ``.benchmark`` is the benchmark.
     """
     ratios = tuple(ratios)
     _validate(ratios, validation_fraction, label_noise, data_path)
@@ -258,7 +273,8 @@ def same_class_accumulating(
     }
     if valid_parts:
         streams["valid"] = [wrap(train, i, t, False) for i, t in valid_parts]
-    benchmark = with_task_labels(benchmark_from_datasets(**streams))
+    benchmark = link_streams(with_task_labels(benchmark_from_datasets(**streams)))
+    benchmark.setting = "same_class"
     benchmark.num_classes = num_classes
     benchmark.ratios = ratios
     benchmark.seed = seed

@@ -26,7 +26,9 @@ Every benchmark carries ``.setting``, ``.class_order`` (original class ids),
 ``.classes_per_exp`` (labels each training experience uses, after
 relabelling), ``.num_classes`` (units a single head needs), ``.seed`` and
 ``.valid_stream`` (per-experience stratified slices held out of the training
-data, or ``None`` when ``validation_fraction`` is 0).
+data, or ``None`` when ``validation_fraction`` is 0); each stream's
+``.benchmark`` is the benchmark, so ``experience.origin_stream.benchmark.setting``
+names the setting.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from .same_class import (
     _targets_of,
     check_test_classes,
     classification_dataset,
+    link_streams,
 )
 
 _TIMELINE = ("classes_in_this_experience", "previous_classes", "classes_seen_so_far", "future_classes")
@@ -127,7 +130,7 @@ def _prepare(train, test, validation_fraction, augment, data_path, mean, std, pa
 
 def _finish(streams: dict, **attributes):
     """An Avalanche benchmark from ``{stream name: [datasets]}``, with our attributes."""
-    benchmark = with_classes_timeline(with_task_labels(benchmark_from_datasets(**streams)))
+    benchmark = link_streams(with_classes_timeline(with_task_labels(benchmark_from_datasets(**streams))))
     for stream in benchmark.streams.values():
         for experience in stream:
             # with_classes_timeline stores sets; its protocol (and MultiHeadClassifier,
