@@ -214,14 +214,14 @@ def test_a_preflight_stopped_midway_keeps_the_runs_it_finished(make_data, tmp_pa
 
 _PEAK_SCRIPT = """
 import torch
-from avalanche_sst.experiments.preflight import _peak_memory, _reset_peak_memory
+from avalanche_sst.experiments.peak_memory import peak_memory, reset_peak_memory
 cpu = torch.device("cpu")
 big = torch.ones(400 * 2 ** 20 // 4)  # an earlier run's 400 MiB, touched, then freed
-assert _reset_peak_memory(cpu)
-after_big = _peak_memory(cpu, True)[0]
+assert reset_peak_memory(cpu)
+after_big = peak_memory(cpu, True)[0]
 del big
-assert _reset_peak_memory(cpu)
-print(after_big, *_peak_memory(cpu, True), sep="|")
+assert reset_peak_memory(cpu)
+print(after_big, *peak_memory(cpu, True), sep="|")
 """
 
 
@@ -234,7 +234,7 @@ def test_each_runs_cpu_peak_memory_starts_afresh_not_at_an_earlier_runs_peak():
     out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, check=True).stdout
     after_big, small, kind = out.strip().split("|")
     assert kind == "run peak RSS" and float(small) < float(after_big) - 300
-    from avalanche_sst.experiments.preflight import _peak_memory
+    from avalanche_sst.experiments.peak_memory import peak_memory
 
     # where the peak cannot be reset, the label says it is the whole process's
-    assert _peak_memory(torch.device("cpu"), False)[1] == "process peak RSS"
+    assert peak_memory(torch.device("cpu"), False)[1] == "process peak RSS"

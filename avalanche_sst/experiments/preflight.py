@@ -34,7 +34,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import resource
 import time
 import traceback
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Callable, Optional
 import torch
 from avalanche.core import SupervisedPlugin
 
+from avalanche_sst.experiments.peak_memory import peak_memory, reset_peak_memory
 from avalanche_sst.experiments.presets import Preset
 
 #: (channels, height, width, classes, train images, test images) of each dataset the loaders know.
@@ -291,37 +291,6 @@ class PreflightResult:
         return self.train_seconds / self.sample_passes if self.sample_passes > 0 else None
 
 
-def _reset_peak_memory(device: torch.device) -> bool:
-    """Start a run's peak memory afresh; False where the CPU's peak cannot be reset (then the peak
-    is the whole process's so far, over every earlier run of the preflight)."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats(device)
-        return True
-    try:  # Linux >= 4.0: "5" resets the process's resident-set high-water mark (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-        return _vm_hwm_mb() is not None
-    except OSError:
-        return False
-
-
-def _vm_hwm_mb() -> Optional[float]:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
-def _peak_memory(device: torch.device, reset: bool) -> tuple[float, str]:
-    if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20, "cuda max allocated"
-    if reset:
-        return _vm_hwm_mb(), "run peak RSS"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
-
-
 def preflight_run(preset: Preset, method: str, data, out: Path, data_label: str = "",
                   log: Callable[[str], None] = print, iterations: Optional[int] = None) -> PreflightResult:
     """One method of a (preflight-shrunk) preset: step 1, an interruption, a resume to the last step;
@@ -331,7 +300,7 @@ def preflight_run(preset: Preset, method: str, data, out: Path, data_label: str 
     device = torch.device(preset.device)
     seed = preset.seeds[0]
     result = PreflightResult("", "", method, ok=False, data_label=data_label, batch_size=preset.batch_size)
-    reset = _reset_peak_memory(device)
+    reset = reset_peak_memory(device)
     benchmark = build_benchmark(preset, seed, data)
     clock = TrainingClock(device)
     cap = [IterationCap(iterations)] if iterations is not None else []
@@ -340,7 +309,7 @@ def preflight_run(preset: Preset, method: str, data, out: Path, data_label: str 
     result.sample_passes = float(sum(done.costs))
     result.steps = len(done.accuracies)
     result.train_seconds = clock.seconds
-    result.peak_memory_mb, result.memory_kind = _peak_memory(device, reset)
+    result.peak_memory_mb, result.memory_kind = peak_memory(device, reset)
     return result
 
 
