@@ -75,9 +75,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     command = "python experiments/run_readme_m2kd.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    from avalanche_sst.experiments.provenance import code_provenance, provenance_text
+    from avalanche_sst.experiments.provenance import code_text
 
-    code = provenance_text([code_provenance()])  # before the example runs: the code it runs
+    code = code_text()  # before the example runs: the code it runs
     start = time.process_time()
     rows = run_example(args.per_class)
     cpu = time.process_time() - start

@@ -36,7 +36,7 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_sst.benchmarks import TensorImageDataset, class_incremental, fashion_mnist
 from avalanche_sst.benchmarks.same_class import stratified_split
-from avalanche_sst.experiments.provenance import code_provenance, provenance_text
+from avalanche_sst.experiments.provenance import code_text
 from avalanche_sst.experiments.selection import best_mean, check_rule, parse_grid
 from avalanche_sst.models import build_model
 from avalanche_sst.strategies import M2KD, ICaRLM2KD
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
                 result = json.loads(cached.read_text())
             else:
                 result = {**run(lr, seed, args.fraction, args.exemplars),
-                          "code": provenance_text([code_provenance()])}
+                          "code": code_text()}
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 cached.write_text(json.dumps(result))
             codes.append(result.get("code", "not recorded"))

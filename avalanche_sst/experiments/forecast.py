@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import torch
 
 from avalanche_sst.experiments.presets import Preset
+from avalanche_sst.experiments.provenance import code_text
 from avalanche_sst.metrics.cost import FORWARD_COST, TRAIN_COST
 
 #: NVIDIA H100 SXM5 datasheet: 989 TFLOPS TF32 Tensor Core *with sparsity*, so 494.7 dense.
@@ -152,19 +153,13 @@ def table_totals(rows: list[dict], workers: int = 1, gpus_per_run: float = 1.0) 
     return totals
 
 
-def _code_text() -> str:
-    from avalanche_sst.experiments.provenance import code_provenance, provenance_text
-
-    return provenance_text([code_provenance()])
-
-
 def forecast_markdown(rows: list[dict], totals: dict, device: str, workers: int, gpus_per_run: float,
                       command: str) -> str:
     """The forecast as Markdown: one row per run, then one per table."""
     label = next((r["data_label"] for r in rows if r["data_label"]), "")
     lines = [f"Preflight forecast, measured on `{device}`{' with ' + label if label else ''} "
              "(`-`: not measured).",
-             f"Command: `{command}`; code: {_code_text()}.", "",
+             f"Command: `{command}`; code: {code_text()}.", "",
              f"H100 column: FLOPs at {H100_UTILISATION:.0%} of the H100 SXM's dense TF32 peak "
              f"({H100_TF32_DENSE_FLOPS / 1e12:.1f} TFLOPS, NVIDIA datasheet), floored by {LAUNCH_SECONDS * 1e6:.0f} us "
              "per operator launch; assumed, not measured. Sample-passes marked `~` use the estimated relative costs "

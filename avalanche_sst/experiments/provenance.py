@@ -102,6 +102,11 @@ def provenance_text(entries) -> str:
     return ", ".join(parts) or "no runs"
 
 
+def code_text() -> str:
+    """The code this process runs, as :func:`provenance_text` writes it (``abc1234`` or with its dirt)."""
+    return provenance_text([code_provenance()])
+
+
 class StaleRunsError(ValueError):
     """A table's runs lack the training cost or the provenance of the code that made them."""
 
