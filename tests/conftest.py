@@ -149,3 +149,19 @@ def paired_p_by_hand(diffs) -> float:
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
     t = abs(mean) / (sd / math.sqrt(3))
     return 1 - t / math.sqrt(t * t + 2)
+
+
+class PlainDataset(torch.utils.data.Dataset):
+    """``base``'s samples behind a plain torch Dataset (no ``gather``, not a TensorImageDataset);
+    with ``targets=False`` it does not expose ``.targets`` either."""
+
+    def __init__(self, base, targets: bool = True):
+        self.base = base
+        if targets:
+            self.targets = base.targets
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]

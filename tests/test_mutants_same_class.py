@@ -14,7 +14,7 @@ from avalanche_sst.benchmarks import inject_label_noise, same_class_accumulating
 from avalanche_sst.benchmarks.same_class import RelabelledSubset, _channel_stats, _proportional_counts
 from avalanche_sst.benchmarks.tensor_data import BatchCollate, TensorImageDataset
 
-from conftest import make_images
+from conftest import PlainDataset, make_images
 
 
 @pytest.fixture(scope="module")
@@ -101,24 +101,11 @@ def test_split_counts_take_back_from_the_most_over_served_part_first():
     assert _proportional_counts(8, (1, 1, 1, 1, 1, 5, 6)) == [1, 1, 1, 1, 1, 1, 2]
 
 
-class _Plain(torch.utils.data.Dataset):
-    """A labelled image set that is not a TensorImageDataset and cannot gather."""
-
-    def __init__(self, base):
-        self.base, self.targets = base, base.targets
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        return self.base[i]
-
-
 def test_other_datasets_normalise_by_half_and_fetch_one_sample_at_a_time(data):
     train, test = data
-    benchmark = same_class_accumulating(_Plain(train), test, ratios=(1, 1), augment=False)
+    benchmark = same_class_accumulating(PlainDataset(train), test, ratios=(1, 1), augment=False)
     assert benchmark.train_stream[0].dataset.collate_fn == BatchCollate([0.5], [0.5], augment=False, padding=4)
-    assert RelabelledSubset(_Plain(train), torch.tensor([0, 1]), torch.tensor([0, 1])).gather(torch.tensor([0])) is None
+    assert RelabelledSubset(PlainDataset(train), torch.tensor([0, 1]), torch.tensor([0, 1])).gather(torch.tensor([0])) is None
     subset = RelabelledSubset(train, torch.tensor([5, 2]), torch.tensor([3, 1]))
     batch = subset.gather(torch.tensor([1, 0]))
     assert torch.equal(batch.images, torch.stack([train[2][0], train[5][0]])) and batch.columns[0].tolist() == [1, 3]

@@ -17,7 +17,7 @@ from avalanche_sst.benchmarks.scenarios import PermutedImages
 from avalanche_sst.benchmarks.tensor_data import BatchCollate, TensorImageDataset
 from avalanche_sst.plugins.m2kd import M2KDModel, M2KDPlugin
 
-from conftest import make_images
+from conftest import PlainDataset, make_images
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +168,10 @@ def test_smallest_base_and_seen_class_counts_and_a_given_class_order(data):
      "that holds every class"),
     (lambda tr, te: scenarios.class_incremental(tr, _only(te, [])), ValueError,
      "test is empty: pass a test set with samples of the classes to evaluate"),
-    (lambda tr, te: scenarios.class_incremental(_NoTargets(tr), te), ValueError,
+    (lambda tr, te: scenarios.class_incremental(PlainDataset(tr, targets=False), te), ValueError,
      "train has no `targets` attribute: the scenario needs the label of every sample to stratify; wrap it so that "
      "`dataset.targets` lists the labels"),
-    (lambda tr, te: scenarios.class_incremental(tr, _NoTargets(te)), ValueError,
+    (lambda tr, te: scenarios.class_incremental(tr, PlainDataset(te, targets=False)), ValueError,
      "test has no `targets` attribute: the scenario"),
 ])
 def test_bad_input_names_the_argument(data, call, error, message):
@@ -182,17 +182,6 @@ def test_bad_input_names_the_argument(data, call, error, message):
 def _only(dataset, classes):
     keep = torch.tensor([int(t) in classes for t in dataset.targets], dtype=torch.bool)
     return TensorImageDataset(dataset.images[keep], torch.as_tensor(dataset.targets)[keep])
-
-
-class _NoTargets(torch.utils.data.Dataset):
-    def __init__(self, base):
-        self.base = base
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        return self.base[i]
 
 
 def test_a_one_image_test_set_is_enough(data):
