@@ -3,6 +3,7 @@
     python scripts/mutation.py run [--module functional/quantization] [--resume] [--tests tests/a.py,tests/b.py]
     python scripts/mutation.py recheck --module functional/quantization  # survivors again, current tests
     python scripts/mutation.py recheck --rebuild --module functional/quantization  # the same in a fresh clone
+    python scripts/mutation.py recheck --module strategies/edge --add-tests tests/test_mutants_edge_strategy.py
     python scripts/mutation.py report
     python scripts/mutation.py tests functional/quantization   # the test files a module's run uses
 
@@ -189,14 +190,14 @@ def merge_statuses(result: dict, previous: dict, rerun: tuple) -> dict:
     return result
 
 
-def chosen_test_files(tests: str | None) -> list[str] | None:
+def chosen_test_files(tests: str | None, option: str = "--tests") -> list[str] | None:
     """``tests/a.py,tests/b.py`` -> the list, each checked to exist; None -> None (select by name)."""
     if not tests:
         return None
     files = [t.strip() for t in tests.split(",") if t.strip()]
     missing = [t for t in files if not (ROOT / t).is_file()]
     if missing or not files:
-        raise SystemExit(f"--tests: no such test file {', '.join(missing) or repr(tests)}; give paths such as "
+        raise SystemExit(f"{option}: no such test file {', '.join(missing) or repr(tests)}; give paths such as "
                          f"tests/test_settings.py, comma-separated")
     return files
 
@@ -212,14 +213,16 @@ def run_module(module: str, resume: bool, tests: list[str] | None = None) -> dic
     return _record(module, work, test_files, chosen=bool(tests))
 
 
-def recheck_module(module: str, rebuild: bool = False) -> dict:
+def recheck_module(module: str, rebuild: bool = False, add_tests: list[str] | None = None) -> dict:
     """Run the survivors (and timeouts) of the module's last run again against the current tests.
 
     Mutants not checked yet (an interrupted run) stay so; the source must be the one mutated.
     ``rebuild``: mutmut's scratch state (``.mutation/``, git-ignored) is missing, as in a fresh
     clone: make it afresh and run only the recorded non-killed mutants (mutmut names mutants by
     function and position, the same for the same source), provided the module's source equals
-    the one at the recorded run's commit."""
+    the one at the recorded run's commit. ``add_tests``: test files written since that run (say
+    ``tests/test_mutants_<module>.py``) added to the files the survivors run against; the record
+    then lists them, as a run with ``--tests`` does."""
     work = SCRATCH / module.replace("/", ".")
     path = f"{PACKAGE}/{module}.py"
     recorded = RESULTS / f"{module.replace('/', '.')}.json"
@@ -227,6 +230,8 @@ def recheck_module(module: str, rebuild: bool = False) -> dict:
         raise RuntimeError(f"no earlier run of {module} recorded: run `make mutation MODULE={module}` first")
     previous = json.loads(recorded.read_text())
     test_files = previous["tests"] if previous.get("tests_chosen") else test_files_for(module)
+    test_files = test_files + [t for t in add_tests or [] if t not in test_files]
+    chosen = bool(previous.get("tests_chosen") or add_tests)
     if rebuild:
         if not source_unchanged_since(path, previous.get("commit", "")):
             raise RuntimeError(f"{path} differs from the one of its recorded run (commit {previous.get('commit')}): "
@@ -245,7 +250,7 @@ def recheck_module(module: str, rebuild: bool = False) -> dict:
     print(f"[mutation] {module}: rechecking {len(names)} mutants against {' '.join(test_files)}", flush=True)
     if names:
         _mutmut(module, work, names)
-    return _record(module, work, test_files, previous, tuple(names), chosen=bool(previous.get("tests_chosen")))
+    return _record(module, work, test_files, previous, tuple(names), chosen=chosen)
 
 
 def source_unchanged_since(path: str, commit: str) -> bool:
@@ -355,7 +360,8 @@ def render(results: list[dict], notes: dict[tuple, dict]) -> str:
              "Survivors are listed as equivalent (reason in `tests/mutation_survivors.toml`) or open.", "",
              "Reproduce one module: `nice -n 15 make mutation MODULE=functional/quantization`; rerun its survivors "
              "after adding tests: `python scripts/mutation.py recheck --module functional/quantization` (add "
-             "`--rebuild` in a fresh clone, which has no `.mutation/` state). A module run with `--tests` lists "
+             "`--rebuild` in a fresh clone, which has no `.mutation/` state; `--add-tests tests/test_new.py` when "
+             "a module run with `--tests` needs a test file written since). A module run with `--tests` lists "
              "the test files it was given.", "",
              "| module | generated | not checked | killed | survived | timed out | other | equivalent | score | target "
              "| run |",
@@ -409,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     recheck.add_argument("--module", required=True, help="one module or folder, e.g. functional/quantization")
     recheck.add_argument("--rebuild", action="store_true",
                          help="no mutmut state here (a fresh clone): make it afresh, rerun only the recorded survivors")
+    recheck.add_argument("--add-tests", default=None,
+                         help="comma-separated test files written since the run, added to those the survivors run against")
     sub.add_parser("report", help="write docs/testing.md from docs/mutation/*.json")
     tests = sub.add_parser("tests", help="print the test files a module's run uses")
     tests.add_argument("module")
@@ -420,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.command == "run":
                     run_module(module, args.resume, chosen_test_files(args.tests))
                 else:
-                    recheck_module(module, args.rebuild)
+                    recheck_module(module, args.rebuild, chosen_test_files(args.add_tests, "--add-tests"))
             except RuntimeError as err:  # the other modules still run; the report says what was reached
                 print(f"[mutation] {err}", file=sys.stderr, flush=True)
                 failed.append(module)

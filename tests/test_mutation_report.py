@@ -146,3 +146,33 @@ def test_a_rebuilt_recheck_reruns_only_the_recorded_survivors_with_the_recorded_
         (["tests/test_given.py"], True, "abc", "d")
     assert written["rechecked"] == {"mutants": 2, "date": "now", "first_run": "d"}
     assert "Tests (given with `--tests`): `tests/test_given.py`." in mutation.render([written], {})
+
+
+def test_a_recheck_adds_the_test_files_written_since_the_run(tmp_path, monkeypatch) -> None:
+    import json
+
+    previous = _result(["killed", "survived"])
+    previous.update(module="functional/quantization", tests=["tests/test_given.py"], tests_chosen=True)
+    monkeypatch.setattr(mutation, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    recorded = tmp_path / "results" / "functional.quantization.json"
+    recorded.write_text(json.dumps(previous))
+    calls = []
+    monkeypatch.setattr(mutation, "source_unchanged_since", lambda path, commit: True)
+    monkeypatch.setattr(mutation, "prepare", lambda module, tests, resume: calls.append(tests) or tmp_path)
+    monkeypatch.setattr(mutation, "_mutmut", lambda module, work, names: None)
+    monkeypatch.setattr(mutation, "collect", lambda module, work, tests: {**_result(["not checked", "killed"]),
+                                                                          "tests": tests, "date": "now"})
+    added = ["tests/test_given.py", "tests/test_new.py"]
+    mutation.recheck_module("functional/quantization", rebuild=True, add_tests=added)
+    assert calls == [["tests/test_given.py", "tests/test_new.py"]]  # the recorded file once, the new one added
+    assert json.loads(recorded.read_text())["tests"] == ["tests/test_given.py", "tests/test_new.py"]
+    # a name-selected run given an added file becomes a run with chosen files
+    previous.update(tests_chosen=False)
+    recorded.write_text(json.dumps(previous))
+    monkeypatch.setattr(mutation, "test_files_for", lambda module: ["tests/test_named.py"])
+    mutation.recheck_module("functional/quantization", rebuild=True, add_tests=["tests/test_new.py"])
+    assert calls[-1] == ["tests/test_named.py", "tests/test_new.py"]
+    assert json.loads(recorded.read_text())["tests_chosen"] is True
+    with pytest.raises(SystemExit, match=r"^--add-tests: no such test file tests/nope\.py"):
+        mutation.chosen_test_files("tests/nope.py", "--add-tests")
