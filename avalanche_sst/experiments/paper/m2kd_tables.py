@@ -135,9 +135,9 @@ register(TableSpec(
 LADDER = (("LwF-MC", "lwf_mc"), ("+ all teachers", "m2kd:prune_ratio=0,lam=0"), ("+ L_AD", "m2kd:prune_ratio=0"),
           ("+ pruning 0.75", "m2kd:prune_ratio=0.75"))
 LADDER_SEEDS = (0, 1, 2, 3, 4)
-# One lr factor for every rung, so the rungs differ only in the part added: the factor at which the
-# review compared LwF-MC and M2KD (issue 21). The rule's shared choice replaces it:
-# python experiments/select_on_validation.py m2kd_ladder --grid lr_factor=1:31.6:4 --shared
+# One lr factor for every rung, so the rungs differ only in the part added: the rule's shared choice
+# (docs/runs/selection/m2kd_ladder, validation slices, 3 seeds; also each rung's own best), from
+# python experiments/select_on_validation.py m2kd_ladder --grid lr_factor=0.316,1,3.16,10,31.6 --seeds 0 1 2 --shared
 LADDER_LR_FACTOR = 10.0
 LADDER_CLAIMS = (
     ("+ all teachers", "LwF-MC", "matching the previous logits of the current model directly with their "
