@@ -1,0 +1,192 @@
+"""Tests that kill mutation survivors of strategies/multi_step_sst (docs/testing.md): a phase's logged
+loss and the parent's epoch counter by hand, what each phase is given (the SST plugin's and the MSL
+plugin's arguments, AOD's switches, the fine-tuning ablation's eq. 4 re-initialisation from the seed's
+draw), and the checkpoint round trip of the prepared model.
+
+The phases' arguments are read by replacing ``_phase`` on the instance with a recorder, so no phase
+trains here unless the test says so."""
+
+from __future__ import annotations
+
+import copy
+import io
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from avalanche_sst.benchmarks import TensorImageDataset, same_class_accumulating
+from avalanche_sst.metrics import make_evaluator
+from avalanche_sst.metrics.validation import accuracy
+from avalanche_sst.models import resnet_cifar, scaling_factors
+from avalanche_sst.plugins.msl import MSLPlugin
+from avalanche_sst.plugins.reinit import diverse_reinit_
+from avalanche_sst.plugins.sst import SSTPlugin
+from avalanche_sst.strategies.aod import AODStrategy
+from avalanche_sst.strategies.multi_step_sst import MultiStepSST, _PhaseLog
+
+torch.set_num_threads(1)
+
+
+def _model(seed: int = 0) -> nn.Module:
+    """A ResNet-8 (width 4, 3 classes) with spread-out |gamma| (eq. 4's range is not empty)."""
+    torch.manual_seed(seed)
+    model = resnet_cifar(depth=8, num_classes=3, in_channels=1, width=4)
+    factors = scaling_factors(model)
+    values = torch.linspace(0.0, 1.5, sum(f.bn.weight.numel() for f in factors))
+    start = 0
+    with torch.no_grad():
+        for f in factors:
+            f.bn.weight.copy_(values[start:start + f.bn.weight.numel()])
+            start += f.bn.weight.numel()
+    return model
+
+
+@pytest.fixture(scope="module")
+def bm():
+    g = torch.Generator().manual_seed(123)
+    labels = torch.arange(3).repeat_interleave(40)
+    images = (labels.view(-1, 1, 1, 1) * 80 + torch.randint(0, 60, (120, 1, 8, 8), generator=g)).to(torch.uint8)
+    test_labels = torch.arange(3).repeat_interleave(10)
+    test_images = (test_labels.view(-1, 1, 1, 1) * 80 + torch.randint(0, 60, (30, 1, 8, 8), generator=g))
+    return same_class_accumulating(TensorImageDataset(images, labels),
+                                   TensorImageDataset(test_images.to(torch.uint8), test_labels),
+                                   ratios=(1, 1), seed=0, validation_fraction=0.25, padding=1)
+
+
+def _strategy(bm, model=None, **kw) -> MultiStepSST:
+    args = dict(valid_stream=bm.valid_stream, epochs_scratch=1, epochs_sst=2, epochs_aod=1, train_mb_size=16,
+                eval_mb_size=64, evaluator=make_evaluator())
+    args.update(kw)
+    return MultiStepSST(model=model if model is not None else _model(), **args)
+
+
+class _Recorder:
+    """Stands in for ``MultiStepSST._phase``: records each call and returns the model unchanged."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name, exp, model, lr, epochs, plugins=(), strategy_cls=None, **strategy_kwargs):
+        self.calls.append(SimpleNamespace(name=name, exp=exp, model=model, lr=lr, epochs=epochs,
+                                          plugins=list(plugins), strategy_cls=strategy_cls, kwargs=strategy_kwargs))
+        return model
+
+
+def _recording(strategy) -> _Recorder:
+    recorder = _Recorder()
+    strategy._phase = recorder
+    return recorder
+
+
+# --- a phase's log ------------------------------------------------------------------------------------
+
+
+def test_phase_log_averages_the_epochs_losses_and_counts_epochs_on_the_parent():
+    parent = SimpleNamespace(sst_epoch_counter=5)
+    inner = SimpleNamespace(sst_parent=parent, loss=None, experience=SimpleNamespace(current_experience=2))
+    log = _PhaseLog(parent, "sst")
+    log.before_training_exp(inner)
+    for losses in ((1.0, 2.0, 4.5), (3.0,)):
+        log.before_training_epoch(inner)
+        for value in losses:
+            inner.loss = torch.tensor(value)
+            log.after_training_iteration(inner)
+        log.after_training_epoch(inner)
+    events = [(e.tag, e.value, e.step) for e in parent.sst_events]
+    # phase marker at the experience; each epoch's mean loss at the counter before it moves on
+    assert events == [("phase/sst", 2.0, 5), ("sst/loss", 2.5, 5), ("sst/loss", 3.0, 6)]
+    assert parent.sst_epoch_counter == 7
+
+
+# --- what each phase is given ----------------------------------------------------------------------
+
+
+def test_the_sst_phase_gets_the_strategys_sst_and_msl_arguments(bm):
+    s = _strategy(bm, target_ratio=0.4, lam=2e-4, cut_fraction=0.5, zero_tol=1e-3, proximal=True,
+                  beta=50.0, msl_temperature=2.0, update_teacher=False, lr_sst=0.05, lr_msl=0.02, epochs_sst=3)
+    recorder = _recording(s)
+    start = _model(1)
+    for with_msl in (False, True):
+        assert s._sst_phase(bm.train_stream[1], start, with_msl=with_msl) is start
+    plain, with_msl = recorder.calls
+    assert (plain.name, plain.lr, plain.epochs, with_msl.name, with_msl.lr, with_msl.epochs) == (
+        "sst", 0.05, 3, "sst_msl", 0.02, 3)
+    # MSL and SST act on different things (the criterion and teacher; the factors' gradients): any order
+    by_type = {type(p): p for p in with_msl.plugins}
+    assert [type(p) for p in plain.plugins] == [SSTPlugin] and by_type.keys() == {MSLPlugin, SSTPlugin}
+    assert len(with_msl.plugins) == 2 and s.last_msl is by_type[MSLPlugin]
+    for sst in (plain.plugins[0], by_type[SSTPlugin]):
+        assert (sst.target_ratio, sst.lam, sst.cut_fraction, sst.zero_tol, sst.log_prefix) == (
+            0.4, 2e-4, 0.5, 1e-3, "SST")
+        assert sst.selective is True and sst.proximal is True
+    msl = by_type[MSLPlugin]
+    assert (msl.beta, msl.temperature, msl.update_teacher) == (50.0, 2.0, False)
+    bst = _strategy(bm, sparsity="bst", update_teacher=True)
+    recorder = _recording(bst)
+    bst._sst_phase(bm.train_stream[1], start, with_msl=True)
+    (call,) = recorder.calls
+    by_type = {type(p): p for p in call.plugins}
+    assert call.name == "bst_msl" and by_type[SSTPlugin].selective is False and by_type[MSLPlugin].update_teacher is True
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_the_aod_phase_gets_every_switch(bm, flag):
+    s = _strategy(bm, alpha=0.3, target_ratio=0.4, margins=(0.05, 0.15), reinit=flag, adaptive_weights=flag,
+                  use_kd=flag, use_cr=flag, cr_detach_clean=not flag, reinit_range_scope="layer",
+                  diagnostics=flag, seed=7, lr_aod=0.003, epochs_aod=2)
+    recorder = _recording(s)
+    prepared = _model(1)
+    assert s._new_data_phase(bm.train_stream[1], prepared) is prepared
+    (call,) = recorder.calls
+    assert (call.name, call.model, call.lr, call.epochs, call.strategy_cls) == ("aod", prepared, 0.003, 2, AODStrategy)
+    expected = dict(alpha=0.3, target_ratio=0.4, margins=(0.05, 0.15), reinit=flag, adaptive=flag, use_kd=flag,
+                    use_cr=flag, cr_detach_clean=not flag, reinit_range_scope="layer", log_reinit_accuracy=flag,
+                    seed=7, eval_students=False)
+    assert call.kwargs == expected
+    assert all(call.kwargs[k] is v for k, v in expected.items() if isinstance(v, bool))
+
+
+def test_fine_tuning_re_initialises_with_the_first_margin_from_the_seeds_draw(bm):
+    s = _strategy(bm, new_data="finetune", target_ratio=0.4, margins=(0.05, 0.15), reinit_range_scope="layer",
+                  seed=7, lr_aod=0.003, epochs_aod=2)
+    s.sst_valid_dataset = bm.valid_stream[1].dataset
+    recorder = _recording(s)
+    prepared = _model(1)
+    expected = copy.deepcopy(prepared)
+    diverse_reinit_(expected, 0.4, 0.05, torch.Generator().manual_seed(7 * 1000 + 1), "layer")
+    s._new_data_phase(bm.train_stream[1], prepared)
+    (call,) = recorder.calls
+    assert (call.name, call.lr, call.epochs, call.model) == ("finetune", 0.003, 2, prepared)
+    got = prepared.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.state_dict().items())
+    diag = [(e.tag, e.value, e.step) for e in s.sst_events if e.tag.startswith("diag/")]
+    assert diag == [("diag/student1_reinit_valid_acc", accuracy(expected, bm.valid_stream[1].dataset), 1)]
+
+
+# --- checkpoint -------------------------------------------------------------------------------------
+
+
+def test_the_prepared_model_round_trips_through_a_weights_only_checkpoint(bm):
+    s = _strategy(bm)
+    s.prepared, s.sst_epoch_counter = _model(1), 7
+    buffer = io.BytesIO()
+    torch.save(s.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert set(state) == {"prepared", "sst_epoch_counter"}
+
+    resumed = _strategy(bm, model=_model(2))
+    model_before = copy.deepcopy(resumed.model.state_dict())
+    resumed.load_state_dict(state)
+    assert resumed.sst_epoch_counter == 7 and resumed.prepared is not resumed.model
+    prepared, expected = resumed.prepared.state_dict(), s.prepared.state_dict()
+    assert prepared.keys() == expected.keys() and all(torch.equal(prepared[k], expected[k]) for k in expected)
+    model_after = resumed.model.state_dict()
+    assert all(torch.equal(model_after[k], v) for k, v in model_before.items())  # the model is not the copy
+
+    s.prepared = None
+    assert s.state_dict() == {"prepared": None, "sst_epoch_counter": 7}
+    resumed.load_state_dict({"prepared": None})  # an older checkpoint without the counter
+    assert resumed.prepared is None and resumed.sst_epoch_counter == 0
