@@ -173,6 +173,17 @@ def test_views_flip_the_width_and_jitter_in_pixel_space_per_dtype():
     flipped, jittered = s._views(raw)
     torch.manual_seed(12)
     assert torch.equal(flipped, raw.flip(3)) and torch.equal(jittered, color_jitter(raw.clamp(0, 1), *JITTER))
+    # without brightness (which clamps too) the contrast sees the clamped pixels' mean
+    s.jitter = (0.0, 0.2, 0.5)
+    for norm, x in (((None, None), raw), ((list(MEAN), list(STD)), x32)):
+        s._norm, s._norm_tensors = norm, {}
+        torch.manual_seed(13)
+        _, jittered = s._views(x)
+        m, sd = (0.0, 1.0) if norm[0] is None else (torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1))
+        assert (x * sd + m).min() < 0 and (x * sd + m).max() > 1
+        torch.manual_seed(13)
+        expected = color_jitter((x * sd + m).clamp(0, 1), 0.0, 0.2, 0.5)
+        assert torch.equal(jittered, expected if norm[0] is None else (expected - m) / sd)
 
 
 def test_views_are_made_on_the_batchs_device():
@@ -237,6 +248,10 @@ def test_outside_training_the_pair_predicts_with_student_1_on_the_unflipped_imag
         expected = first(last.x)
     assert len(last.x) == 30 and torch.equal(last.output, expected)
     assert float(last.loss) == pytest.approx(float(F.cross_entropy(expected, last.y)), rel=1e-6)
+    in_order = last.y.clone()
+    torch.manual_seed(0)
+    s.eval(bm.test_stream[0], shuffle=True)  # Avalanche's eval arguments reach its data loader
+    assert sorted(last.y.tolist()) == sorted(in_order.tolist()) and not torch.equal(last.y, in_order)
 
 
 # --- one training run, read end to end ------------------------------------------------------------
@@ -261,7 +276,7 @@ class _Reader(SupervisedPlugin):
         self.outputs_are_student_1.append(torch.equal(strategy.mb_output, strategy._logits[0][0]))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: mutmut runs only the tests it saw call the mutated function (the fixture's first)
 def trained(bm):
     base = _model()
     reader = _Reader()

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
+from avalanche.core import SupervisedPlugin
 
 from avalanche_sst.benchmarks import TensorImageDataset, same_class_accumulating
 from avalanche_sst.metrics import make_evaluator
@@ -190,3 +191,39 @@ def test_the_prepared_model_round_trips_through_a_weights_only_checkpoint(bm):
     assert s.state_dict() == {"prepared": None, "sst_epoch_counter": 7}
     resumed.load_state_dict({"prepared": None})  # an older checkpoint without the counter
     assert resumed.prepared is None and resumed.sst_epoch_counter == 0
+
+
+# --- a phase's inner strategy -------------------------------------------------------------------------
+
+
+def test_a_phase_trains_an_inner_strategy_built_from_the_outer_ones_settings(bm):
+    seen = []
+
+    class Inner(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kwargs):
+            group = strategy.optimizer.param_groups[0]
+            seen.append((strategy.train_epochs, strategy.train_mb_size, strategy.eval_mb_size, strategy.device,
+                         type(strategy._criterion), group["momentum"], group["weight_decay"],
+                         strategy.sst_parent, strategy.sst_valid_dataset, strategy.clock.train_exp_counter))
+
+    s = _strategy(bm, momentum=0.8, weight_decay=1e-3, train_mb_size=32, eval_mb_size=50)
+    s.sst_valid_dataset = bm.valid_stream[1].dataset
+    model = _model(1)
+    result = s._phase("finetune", bm.train_stream[1], model, 0.07, 2, plugins=[Inner()])
+    assert result is model and s.last_phase_strategy.model is model and s.phase_history == [(1, "finetune")]
+    expected = (2, 32, 50, torch.device("cpu"), nn.CrossEntropyLoss, 0.8, 1e-3, s, bm.valid_stream[1].dataset, 1)
+    assert seen == [expected, expected]
+    optimizer = s._optimizer(model, 0.07)
+    group = optimizer.param_groups[0]
+    assert type(optimizer) is torch.optim.SGD and (group["lr"], group["momentum"], group["weight_decay"]) == (
+        0.07, 0.8, 1e-3)
+
+
+def test_the_last_experience_is_known_from_the_argument_or_the_stream(bm):
+    first, last = bm.train_stream[0], bm.train_stream[1]
+    s = _strategy(bm)
+    assert (s._is_last(first), s._is_last(last)) == (False, True)  # the stream's length, 2
+    s.num_experiences = 1
+    assert s._is_last(first) is True  # the argument wins over the stream
+    s.num_experiences = None
+    assert s._is_last(SimpleNamespace(current_experience=5)) is False  # no stream, no count: never the last
