@@ -204,14 +204,16 @@ def test_a_phase_trains_an_inner_strategy_built_from_the_outer_ones_settings(bm)
             group = strategy.optimizer.param_groups[0]
             seen.append((strategy.train_epochs, strategy.train_mb_size, strategy.eval_mb_size, strategy.device,
                          type(strategy._criterion), group["momentum"], group["weight_decay"],
-                         strategy.sst_parent, strategy.sst_valid_dataset, strategy.clock.train_exp_counter))
+                         strategy.sst_parent, strategy.sst_valid_dataset, strategy.clock.train_exp_counter,
+                         strategy.evaluator.loggers))
 
     s = _strategy(bm, momentum=0.8, weight_decay=1e-3, train_mb_size=32, eval_mb_size=50)
     s.sst_valid_dataset = bm.valid_stream[1].dataset
     model = _model(1)
     result = s._phase("finetune", bm.train_stream[1], model, 0.07, 2, plugins=[Inner()])
     assert result is model and s.last_phase_strategy.model is model and s.phase_history == [(1, "finetune")]
-    expected = (2, 32, 50, torch.device("cpu"), nn.CrossEntropyLoss, 0.8, 1e-3, s, bm.valid_stream[1].dataset, 1)
+    # ... and a quiet evaluator: the phase logs through the outer strategy, not Avalanche's default loggers
+    expected = (2, 32, 50, torch.device("cpu"), nn.CrossEntropyLoss, 0.8, 1e-3, s, bm.valid_stream[1].dataset, 1, [])
     assert seen == [expected, expected]
     optimizer = s._optimizer(model, 0.07)
     group = optimizer.param_groups[0]
