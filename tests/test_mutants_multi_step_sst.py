@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -23,7 +24,8 @@ from avalanche_sst.metrics.validation import accuracy
 from avalanche_sst.models import resnet_cifar, scaling_factors
 from avalanche_sst.plugins.msl import MSLPlugin
 from avalanche_sst.plugins.reinit import diverse_reinit_
-from avalanche_sst.plugins.sst import SSTPlugin
+from avalanche_sst.functional.sparsity import DEFAULT_CUT_FRACTION, DEFAULT_TARGET_RATIO
+from avalanche_sst.plugins.sst import DEFAULT_LAM, DEFAULT_ZERO_TOL, SSTPlugin
 from avalanche_sst.strategies.aod import AODStrategy
 from avalanche_sst.strategies.multi_step_sst import MultiStepSST, _PhaseLog
 
@@ -229,3 +231,130 @@ def test_the_last_experience_is_known_from_the_argument_or_the_stream(bm):
     assert s._is_last(first) is True  # the argument wins over the stream
     s.num_experiences = None
     assert s._is_last(SimpleNamespace(current_experience=5)) is False  # no stream, no count: never the last
+
+
+# --- the steps (Fig. 1) -------------------------------------------------------------------------------
+
+
+def _shares_no_tensor(a: nn.Module, b: nn.Module) -> bool:
+    return {id(t) for t in a.state_dict(keep_vars=True).values()}.isdisjoint(
+        id(t) for t in b.state_dict(keep_vars=True).values())
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_each_step_starts_from_the_prepared_model_and_prepares_on_a_copy(bm):
+    s = _strategy(bm)
+    recorder = _recording(s)
+    model = s.model
+    s.train(bm.train_stream[0])
+    scratch, sst = recorder.calls
+    assert (scratch.name, scratch.model, sst.name) == ("scratch", model, "sst") and s.model is model
+    # the preparation trains a deep copy: the step's result is left as it was evaluated
+    assert s.prepared is sst.model and sst.model is not model and _shares_no_tensor(sst.model, model)
+    assert s.sst_valid_dataset is bm.valid_stream[0].dataset
+    prepared = s.prepared
+    s.train(bm.train_stream[1])
+    aod = recorder.calls[2]
+    assert aod.name == "aod" and aod.model is prepared  # the new part starts from the SST output
+    assert s.model is prepared and s.prepared is None and len(recorder.calls) == 3  # nothing after the last
+
+
+def test_without_a_prepared_model_a_step_starts_from_a_copy_of_the_result(bm):
+    s = _strategy(bm, valid_stream=None, use_msl=False)
+    recorder = _recording(s)
+    s.train(bm.train_stream[0])
+    assert s.sst_valid_dataset is None  # no validation stream: no slice
+    s.prepared = None  # e.g. resumed from a checkpoint without one
+    result = s.model
+    s.train(bm.train_stream[1])
+    aod = recorder.calls[2]
+    assert aod.name == "aod" and aod.model is not result and _shares_no_tensor(aod.model, result)
+    assert _same_weights(aod.model, result)
+
+
+# --- the constructor ----------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_papers():
+    s = MultiStepSST(model=_model())
+    assert s.epochs == {"scratch": 10, "sst": 5, "aod": 5}
+    assert s.lrs == {"scratch": 0.1, "sst": 0.1, "aod": 0.001, "msl": 0.1}  # lr_msl None: lr_sst
+    assert (s.momentum, s.weight_decay, s.margins, s.alpha, s.beta, s.msl_temperature) == (
+        0.9, 5e-4, (0.1, 0.2), 0.5, 1000.0, 1.0)
+    assert s.sst_args == dict(target_ratio=DEFAULT_TARGET_RATIO, lam=DEFAULT_LAM, cut_fraction=DEFAULT_CUT_FRACTION,
+                              zero_tol=DEFAULT_ZERO_TOL, selective=True, proximal=False)
+    flags = (s.use_msl, s.update_teacher, s.reinit, s.adaptive_weights, s.use_kd, s.use_cr, s.cr_detach_clean,
+             s.diagnostics, s.sst_args["selective"], s.sst_args["proximal"])
+    assert all(a is b for a, b in zip(flags, (True,) * 6 + (False, True, True, False)))
+    assert (s.new_data, s.seed, s.reinit_range_scope, s.train_mb_size, s.eval_mb_size, s.device) == (
+        "aod", 0, "global", 128, 1000, torch.device("cpu"))
+    assert (s.valid_stream, s.num_experiences, s.phase_plugins, s.prepared, s.sst_epoch_counter) == (
+        None, None, [], None, 0)
+    assert (s.phase_history, s.last_phase_strategy, s.last_msl, s.target_ratio) == ([], None, None,
+                                                                                   DEFAULT_TARGET_RATIO)
+    group = s.optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"], s.train_epochs, s.eval_every) == (
+        0.1, 0.9, 5e-4, 1, -1)
+    assert type(s._criterion) is nn.CrossEntropyLoss
+
+
+def test_every_argument_is_kept(bm):
+    marker = SupervisedPlugin()
+    phase_plugin = SupervisedPlugin()
+    s = MultiStepSST(model=_model(), valid_stream=bm.valid_stream, num_experiences=3, epochs_scratch=2,
+                     epochs_sst=3, epochs_aod=4, lr_scratch=0.2, lr_sst=0.3, lr_aod=0.4, lr_msl=0.5, momentum=0.7,
+                     weight_decay=1e-3, target_ratio=0.4, lam=2e-4, cut_fraction=0.5, zero_tol=1e-3,
+                     margins=(0.05, 0.15), alpha=0.3, beta=50.0, msl_temperature=2.0, sparsity="bst", use_msl=False,
+                     update_teacher=False, reinit=False, diverse_reinit=False, new_data="finetune",
+                     adaptive_weights=False, use_kd=False, use_cr=False, seed=9, reinit_range_scope="layer",
+                     proximal=True, cr_detach_clean=True, diagnostics=False, train_mb_size=7, eval_mb_size=11,
+                     plugins=[marker], phase_plugins=[phase_plugin])
+    assert (s.valid_stream, s.num_experiences, s.epochs) == (bm.valid_stream, 3, {"scratch": 2, "sst": 3, "aod": 4})
+    assert s.lrs == {"scratch": 0.2, "sst": 0.3, "aod": 0.4, "msl": 0.5}
+    assert (s.momentum, s.weight_decay, s.alpha, s.beta, s.msl_temperature, s.seed) == (0.7, 1e-3, 0.3, 50.0, 2.0, 9)
+    assert s.margins == (0.05, 0.05)  # no diverse re-init: both students get the first margin
+    assert s.sst_args == dict(target_ratio=0.4, lam=2e-4, cut_fraction=0.5, zero_tol=1e-3, selective=False,
+                              proximal=True)
+    flags = (s.use_msl, s.update_teacher, s.reinit, s.adaptive_weights, s.use_kd, s.use_cr, s.cr_detach_clean,
+             s.diagnostics)
+    assert all(a is b for a, b in zip(flags, (False,) * 6 + (True, False)))
+    assert (s.new_data, s.reinit_range_scope, s.train_mb_size, s.eval_mb_size) == ("finetune", "layer", 7, 11)
+    assert s.phase_plugins == [phase_plugin] and marker in s.plugins
+    group = s.optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.2, 0.7, 1e-3)
+    assert MultiStepSST(model=_model(), margins=(0.05, 0.15)).margins == (0.05, 0.15)
+
+
+def test_constructor_messages_are_exact_and_boundaries_are_allowed():
+    model = _model()
+    lr_hint = " (paper: 0.1 from scratch and for SST, 0.001 for AOD)"
+    cases = [
+        (dict(sparsity="l1"), "sparsity must be one of ('sst', 'bst'), got 'l1'"),
+        (dict(new_data="lwf"), "new_data must be one of ('aod', 'finetune'), got 'lwf'"),
+        (dict(reinit_range_scope="model"),
+         "reinit_range_scope must be one of ('global', 'layer') (paper: 'global'), got 'model'"),
+        (dict(target_ratio=1.0), f"target_ratio must be a number in the open interval (0, 1) (paper default "
+                                 f"{DEFAULT_TARGET_RATIO}), got 1.0"),
+        *[(dict(**{name: 0}), f"{name} must be >= 1, got 0") for name in ("epochs_scratch", "epochs_sst", "epochs_aod")],
+        *[(dict(**{name: 0.0}), f"{name} must be a positive learning rate, got 0.0{lr_hint}")
+          for name in ("lr_scratch", "lr_sst", "lr_aod", "lr_msl")],
+    ]
+    for kw, message in cases:
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            MultiStepSST(model=model, **kw)
+    with pytest.raises(ValueError, match=r"^margin must be a number with 0 <= margin < 1"):
+        MultiStepSST(model=model, target_ratio=0.5, margins=(0.1, 0.3))
+    flat = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.LazyLinear(3))
+    with pytest.raises(ValueError, match=r"^MultiStepSST\(use_msl=True\) needs a model with residual blocks"):
+        MultiStepSST(model=flat)
+    assert MultiStepSST(model=flat, use_msl=False).use_msl is False  # MSL alone needs the blocks
+    no_bn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(3))
+    with pytest.raises(ValueError, match=r"^MultiStepSST needs a model with BatchNorm2d layers"):
+        MultiStepSST(model=no_bn, use_msl=False)
+    small = MultiStepSST(model=model, epochs_scratch=1, epochs_sst=1, epochs_aod=1, lr_scratch=1e-9, lr_sst=1e-9,
+                         lr_aod=1e-9, lr_msl=1e-9)
+    assert small.epochs == {"scratch": 1, "sst": 1, "aod": 1}
