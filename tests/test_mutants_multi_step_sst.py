@@ -358,3 +358,16 @@ def test_constructor_messages_are_exact_and_boundaries_are_allowed():
     small = MultiStepSST(model=model, epochs_scratch=1, epochs_sst=1, epochs_aod=1, lr_scratch=1e-9, lr_sst=1e-9,
                          lr_aod=1e-9, lr_msl=1e-9)
     assert small.epochs == {"scratch": 1, "sst": 1, "aod": 1}
+
+
+def test_the_evaluator_and_other_avalanche_arguments_reach_the_outer_strategy():
+    from avalanche.training.templates.base_sgd import PeriodicEval
+
+    evaluator = make_evaluator()
+    s = MultiStepSST(model=_model(), evaluator=evaluator, peval_mode="iteration")
+    assert s.evaluator is evaluator
+    (periodic,) = [p for p in s.plugins if isinstance(p, PeriodicEval)]
+    assert periodic.peval_mode == "iteration"
+    # none given: Avalanche's default evaluator, with its accuracy and loss metrics (not an empty one)
+    default = MultiStepSST(model=_model()).evaluator
+    assert default is not evaluator and len(default.metrics) > 0
