@@ -179,7 +179,8 @@ def test_views_flip_the_width_and_jitter_in_pixel_space_per_dtype():
         s._norm, s._norm_tensors = norm, {}
         torch.manual_seed(13)
         _, jittered = s._views(x)
-        m, sd = (0.0, 1.0) if norm[0] is None else (torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1))
+        m, sd = (0.0, 1.0) if norm[0] is None else (torch.tensor(MEAN).view(1, 3, 1, 1),
+                                                    torch.tensor(STD).view(1, 3, 1, 1))
         assert (x * sd + m).min() < 0 and (x * sd + m).max() > 1
         torch.manual_seed(13)
         expected = color_jitter((x * sd + m).clamp(0, 1), 0.0, 0.2, 0.5)

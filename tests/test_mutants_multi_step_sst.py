@@ -131,7 +131,8 @@ def test_the_sst_phase_gets_the_strategys_sst_and_msl_arguments(bm):
     bst._sst_phase(bm.train_stream[1], start, with_msl=True)
     (call,) = recorder.calls
     by_type = {type(p): p for p in call.plugins}
-    assert call.name == "bst_msl" and by_type[SSTPlugin].selective is False and by_type[MSLPlugin].update_teacher is True
+    assert call.name == "bst_msl" and by_type[SSTPlugin].selective is False
+    assert by_type[MSLPlugin].update_teacher is True
 
 
 @pytest.mark.parametrize("flag", [True, False])
@@ -339,7 +340,8 @@ def test_constructor_messages_are_exact_and_boundaries_are_allowed():
          "reinit_range_scope must be one of ('global', 'layer') (paper: 'global'), got 'model'"),
         (dict(target_ratio=1.0), f"target_ratio must be a number in the open interval (0, 1) (paper default "
                                  f"{DEFAULT_TARGET_RATIO}), got 1.0"),
-        *[(dict(**{name: 0}), f"{name} must be >= 1, got 0") for name in ("epochs_scratch", "epochs_sst", "epochs_aod")],
+        *[(dict(**{name: 0}), f"{name} must be >= 1, got 0")
+          for name in ("epochs_scratch", "epochs_sst", "epochs_aod")],
         *[(dict(**{name: 0.0}), f"{name} must be a positive learning rate, got 0.0{lr_hint}")
           for name in ("lr_scratch", "lr_sst", "lr_aod", "lr_msl")],
     ]
