@@ -99,6 +99,55 @@ def make_images(
     return TensorImageDataset(images, ys)
 
 
+def spread_gamma_resnet8(seed: int = 0) -> torch.nn.Module:
+    """A ResNet-8 (width 4, 3 classes, 1 channel) whose |gamma| are spread over [0, 1.5], as after
+    SST (a fresh model's are all 1, and eq. 4's re-initialisation range would be empty)."""
+    from avalanche_sst.models import resnet_cifar, scaling_factors
+
+    torch.manual_seed(seed)
+    model = resnet_cifar(depth=8, num_classes=3, in_channels=1, width=4)
+    factors = scaling_factors(model)
+    values = torch.linspace(0.0, 1.5, sum(f.bn.weight.numel() for f in factors))
+    start = 0
+    with torch.no_grad():
+        for f in factors:
+            f.bn.weight.copy_(values[start:start + f.bn.weight.numel()])
+            start += f.bn.weight.numel()
+    return model
+
+
+def two_same_class_parts():
+    """A same-class benchmark of two parts of 3 classes (8x8 images): 45 training and 15 validation
+    images per part, 30 test images."""
+    from avalanche_sst.benchmarks import same_class_accumulating
+
+    g = torch.Generator().manual_seed(123)
+    labels = torch.arange(3).repeat_interleave(40)
+    images = (labels.view(-1, 1, 1, 1) * 80 + torch.randint(0, 60, (120, 1, 8, 8), generator=g)).to(torch.uint8)
+    test_labels = torch.arange(3).repeat_interleave(10)
+    test_images = (test_labels.view(-1, 1, 1, 1) * 80 + torch.randint(0, 60, (30, 1, 8, 8), generator=g))
+    return same_class_accumulating(TensorImageDataset(images, labels),
+                                   TensorImageDataset(test_images.to(torch.uint8), test_labels),
+                                   ratios=(1, 1), seed=0, validation_fraction=0.25, padding=1)
+
+
+def tiny_task_net() -> torch.nn.Module:
+    """Conv(1->4, 3x3) (36 weights) + BatchNorm(4) + Linear(144->16) (2304) + head Linear(16->2)."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 36, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def two_binary_tasks():
+    """Task-incremental, 2 tasks of 2 classes: 30 training, 10 validation images per task."""
+    from avalanche_sst.benchmarks.scenarios import task_incremental
+
+    torch.manual_seed(0)
+    return task_incremental(make_images(20, seed=0, classes=4), make_images(6, seed=1, classes=4),
+                            classes_per_step=2, seed=0, validation_fraction=0.25, augment=False)
+
+
 @pytest.fixture
 def fetches(monkeypatch) -> dict:
     """Counts of ``TensorImageDataset.gather`` and per-sample ``__getitem__`` calls."""

@@ -11,26 +11,20 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from avalanche_sst.benchmarks.scenarios import task_incremental
 from avalanche_sst.functional.adaptive_pruning import fitness, select_candidate
 from avalanche_sst.models.quantized_multitask import USED_BITS, QuantizedMultiTaskModel
 from avalanche_sst.strategies.ada_qpacknet import AdaQPackNet
-from conftest import make_images
+from conftest import tiny_task_net, two_binary_tasks
 
 torch.set_num_threads(1)
 
 
-def _tiny_net() -> nn.Module:
-    """Conv(1->4, 3x3) + BatchNorm(4) + Linear(144->16) + head Linear(16->2)."""
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 36, 16), nn.ReLU(), nn.Linear(16, 2))
+_tiny_net = tiny_task_net
 
 
 @pytest.fixture(scope="module")
 def two_tasks():
-    torch.manual_seed(0)
-    return task_incremental(make_images(20, seed=0, classes=4), make_images(6, seed=1, classes=4),
-                            classes_per_step=2, seed=0, validation_fraction=0.25, augment=False)
+    return two_binary_tasks()
 
 
 def _weights(net: nn.Module) -> dict:

@@ -18,10 +18,8 @@ import torch
 from torch import nn
 from avalanche.core import SupervisedPlugin
 
-from avalanche_sst.benchmarks import TensorImageDataset, same_class_accumulating
 from avalanche_sst.metrics import make_evaluator
 from avalanche_sst.metrics.validation import accuracy
-from avalanche_sst.models import resnet_cifar, scaling_factors
 from avalanche_sst.plugins.msl import MSLPlugin
 from avalanche_sst.plugins.reinit import diverse_reinit_
 from avalanche_sst.functional.sparsity import DEFAULT_CUT_FRACTION, DEFAULT_TARGET_RATIO
@@ -29,33 +27,17 @@ from avalanche_sst.plugins.sst import DEFAULT_LAM, DEFAULT_ZERO_TOL, SSTPlugin
 from avalanche_sst.strategies.aod import AODStrategy
 from avalanche_sst.strategies.multi_step_sst import MultiStepSST, _PhaseLog
 
+from conftest import spread_gamma_resnet8, two_same_class_parts
+
 torch.set_num_threads(1)
 
 
-def _model(seed: int = 0) -> nn.Module:
-    """A ResNet-8 (width 4, 3 classes) with spread-out |gamma| (eq. 4's range is not empty)."""
-    torch.manual_seed(seed)
-    model = resnet_cifar(depth=8, num_classes=3, in_channels=1, width=4)
-    factors = scaling_factors(model)
-    values = torch.linspace(0.0, 1.5, sum(f.bn.weight.numel() for f in factors))
-    start = 0
-    with torch.no_grad():
-        for f in factors:
-            f.bn.weight.copy_(values[start:start + f.bn.weight.numel()])
-            start += f.bn.weight.numel()
-    return model
+_model = spread_gamma_resnet8
 
 
 @pytest.fixture(scope="module")
 def bm():
-    g = torch.Generator().manual_seed(123)
-    labels = torch.arange(3).repeat_interleave(40)
-    images = (labels.view(-1, 1, 1, 1) * 80 + torch.randint(0, 60, (120, 1, 8, 8), generator=g)).to(torch.uint8)
-    test_labels = torch.arange(3).repeat_interleave(10)
-    test_images = (test_labels.view(-1, 1, 1, 1) * 80 + torch.randint(0, 60, (30, 1, 8, 8), generator=g))
-    return same_class_accumulating(TensorImageDataset(images, labels),
-                                   TensorImageDataset(test_images.to(torch.uint8), test_labels),
-                                   ratios=(1, 1), seed=0, validation_fraction=0.25, padding=1)
+    return two_same_class_parts()
 
 
 def _strategy(bm, model=None, **kw) -> MultiStepSST:
