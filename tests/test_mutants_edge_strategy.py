@@ -112,6 +112,14 @@ def test_defaults_are_the_papers(make_data) -> None:
     assert [type(logger) for logger in s.evaluator.loggers] == [InteractiveLogger]
 
 
+@pytest.mark.parametrize("prune_images", [0, -3])
+def test_prune_images_below_one_is_refused_not_replaced_by_the_batch(make_data, prune_images) -> None:
+    with pytest.raises(ValueError, match=rf"^EdgeStrategy: prune_images \(M, the images the pruning rule sees\) "
+                                         rf"must be >= 1, got {prune_images}; leave it None for one training batch$"):
+        EdgeStrategy(model=_teacher(), benchmark=_new_class(make_data), prune_images=prune_images)
+    assert EdgeStrategy(model=_teacher(), benchmark=_new_class(make_data), prune_images=1).prune_images == 1
+
+
 def test_given_arguments_reach_the_strategy(make_data, tmp_path) -> None:
     evaluator, plugin = phase_evaluator(), SupervisedPlugin()
     s = EdgeStrategy(model=_teacher(), benchmark=_new_class(make_data), role="finetune", threshold=0.7, l1=0.5,

@@ -273,6 +273,15 @@ def test_experiences_must_be_class_incremental_with_contiguous_new_labels():
         seen._check_experience(SimpleNamespace(experience=_exp(gap)))
 
 
+def test_an_experience_without_a_class_list_gets_the_setting_error_not_an_attribute_error():
+    """A same-class experience (avalanche_sst.benchmarks.same_class) lists no classes: M2KD must name the setting."""
+    same_class = SimpleNamespace(benchmark=SimpleNamespace(setting="same_class"))
+    exp = SimpleNamespace(current_experience=1, origin_stream=same_class)
+    with pytest.raises(ValueError, match=r"^M2KD runs in the class-incremental setting .* experience 1 has setting "
+                                         r"'same_class', task labels \[0\] and classes \[\] while 0 units"):
+        M2KDPlugin(network=_model())._check_experience(SimpleNamespace(experience=exp))
+
+
 def test_a_step_takes_the_strategys_model_and_its_weight_decay():
     bench = _bench(2)
     p = M2KDPlugin(weight_decay_first=0.01, weight_decay_after=0.002, finetune_epochs=1)

@@ -258,7 +258,9 @@ class M2KDPlugin(SupervisedPlugin):
         exp = strategy.experience
         benchmark = getattr(getattr(exp, "origin_stream", None), "benchmark", None)
         setting = getattr(benchmark, "setting", "class_incremental")
-        classes = sorted(int(c) for c in exp.classes_in_this_experience)
+        # read through getattr: a same-class or domain experience may carry no class list, and the
+        # setting error below is the one to show
+        classes = sorted(int(c) for c in (getattr(exp, "classes_in_this_experience", None) or ()))
         seen = self.boundaries[-1] if self.boundaries else 0
         task_labels = set(getattr(exp, "task_labels", [0]))
         if setting != "class_incremental" or task_labels != {0} or not classes or classes[0] < seen:

@@ -159,7 +159,10 @@ class EdgeStrategy(PhasedStrategy):
                        "student": int(epochs_scratch if epochs_student is None else epochs_student)}
         self.lrs = {"scratch": float(lr_scratch), "incremental": float(lr_incremental)}
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov and momentum > 0, weight_decay
-        self.prune_images = int(prune_images or train_mb_size)
+        if prune_images is not None and int(prune_images) < 1:
+            raise ValueError(f"EdgeStrategy: prune_images (M, the images the pruning rule sees) must be >= 1, got "
+                             f"{prune_images}; leave it None for one training batch")
+        self.prune_images = int(train_mb_size if prune_images is None else prune_images)
         self.select_on_validation = select_on_validation
         self.seed = seed
         self.teacher_cache = None if teacher_cache is None else Path(teacher_cache)
