@@ -8,6 +8,7 @@ so a test can send SIGINT at a known point. Not a test module (no ``test_`` pref
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -37,6 +38,10 @@ class PauseInStep(SupervisedPlugin):
 
 
 def main() -> int:
+    # A shell without job control starts background commands with SIGINT ignored, and Python keeps an
+    # inherited SIG_IGN: the tests' SIGINT would then never arrive when the suite itself runs in the
+    # background (`pytest &` in a script). Ctrl-C as a user's terminal delivers it, always.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from avalanche_sst.experiments import sweep
     from avalanche_sst.experiments.cli import run_command
 
