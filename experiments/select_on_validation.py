@@ -18,8 +18,10 @@ The record ends with the chosen values as the preset's ``method_kwargs`` entries
 also the one value that is best on average over every method (for an ablation ladder, whose rungs
 must share their settings: ``m2kd_ladder``).
 
-``--score`` picks another score of the setting than its primary one, e.g.
-``--score mean`` (new_class: the plain mean of old- and new-class accuracy);
+The score is the table's ``selection_score`` where it declares one (M2KD's per-step curves:
+``avg_incremental``, the mean over steps of the accuracy on the classes seen), else the
+setting's primary one; ``--score`` picks another, e.g. ``--score mean`` (new_class: the plain
+mean of old- and new-class accuracy);
 ``--set field=value`` changes a preset field for this selection (say why in the table's notes).
 """
 
@@ -84,8 +86,10 @@ def main(argv=None) -> int:
     p.add_argument("--shared", action="store_true",
                    help="also choose one value for every method (an ablation whose rungs share their settings)")
     p.add_argument("--score", default=None,
-                   help="the setting's score to select on (default: its primary score, e.g. weighted_mean)")
+                   help="the setting's score to select on (default: the table's selection_score, else the "
+                        "setting's primary score, e.g. weighted_mean)")
     args = p.parse_args(argv)
+    args.score = args.score or TABLES[args.table].selection_score
     grid = dict(args.grid)
     methods = args.methods or list(TABLES[args.table].methods())
     try:

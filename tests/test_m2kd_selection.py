@@ -117,10 +117,52 @@ def test_lr_factor_scales_the_preset_rates_of_a_method_that_does_not_take_it():
         get_method("finetune:lr_facto=2")
 
 
-def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_path, monkeypatch):
-    """The CE baselines and the BCE methods of m2kd_fig4 get the same lr_factor grid; each keeps its best mean."""
+def _fake_sweep(table, seen, curve_means=None):
+    """A run_sweep stand-in: each run's last step scores ``table[(method, lr_factor)][seed]`` as top1_seen
+    and ``curve_means`` (default: the same table) as avg_incremental."""
     from avalanche_sst.experiments.sweep import RunResult, method_for
 
+    curve_means = table if curve_means is None else curve_means
+
+    def fake_sweep(preset, out, command, workers):
+        seen.append(preset)
+        results = []
+        for variant in preset.methods:
+            method_for(preset, variant)  # a runnable name: the method takes lr_factor
+            key = (variant.partition(":")[0], float(variant.rsplit("lr_factor=", 1)[1]))
+            for seed in preset.seeds:
+                acc, mean = (t.get(key, (0.1, 0.1, 0.1))[seed] for t in (table, curve_means))
+                last = {"top1_seen": acc, "avg_incremental": mean}
+                results.append(RunResult(variant, seed, [0.99, acc], 1.0, [{"top1_seen": 0.99}, last]))
+        return results
+
+    return fake_sweep
+
+
+def test_a_tables_selection_score_decides_unless_score_is_given(tmp_path, monkeypatch):
+    """m2kd_fig4 selects on the mean of the accuracy curve (avg_incremental), not on its last point;
+    --score top1_seen selects on the last point; a table without selection_score uses the last point."""
+    script = _load_selection_script()
+    last = {("lwf_mc", f): (0.3, 0.3, 0.3) for f in (0.1, 1.0, 10.0, 100.0)} | {("lwf_mc", 0.1): (0.6, 0.1, 0.5)}
+    curve = {("lwf_mc", f): (0.5, 0.5, 0.5) for f in (0.1, 1.0, 10.0, 100.0)} | {("lwf_mc", 10.0): (0.6, 0.7, 0.5)}
+    monkeypatch.setattr(script, "run_sweep", _fake_sweep(last, [], curve))
+    args = ["--preset", "tiny", "--methods", "lwf_mc", "--grid", "lr_factor=0.1:100:4", "--out", str(tmp_path / "r")]
+    assert TABLES["m2kd_fig4"].selection_score == "avg_incremental" == TABLES["m2kd_table1"].selection_score
+    script.main(["m2kd_fig4", *args, "--record", str(tmp_path / "curve")])
+    text = (tmp_path / "curve" / "selection.md").read_text()
+    assert text.startswith("Validation-slice selection, final avg_incremental (%), mean over seeds [0, 1, 2]:")
+    assert "Chosen (best mean): lwf_mc:lr_factor=10 (60.00%)" in text
+    script.main(["m2kd_fig4", *args, "--record", str(tmp_path / "last"), "--score", "top1_seen"])
+    assert "Chosen (best mean): lwf_mc:lr_factor=0.1 (40.00%)" in (tmp_path / "last" / "selection.md").read_text()
+    assert TABLES["m2kd_ladder"].selection_score is None
+    script.main(["m2kd_ladder", *args, "--record", str(tmp_path / "ladder")])
+    text = (tmp_path / "ladder" / "selection.md").read_text()
+    assert text.startswith("Validation-slice selection, final top1_seen (%)")
+    assert "Chosen (best mean): lwf_mc:lr_factor=0.1 (40.00%)" in text
+
+
+def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_path, monkeypatch):
+    """The CE baselines and the BCE methods of m2kd_fig4 get the same lr_factor grid; each keeps its best mean."""
     script = _load_selection_script()
     # fixture: final validation accuracy per (method, lr_factor) and seed; finetune peaks at 1, lwf_mc at 10
     table = {("finetune", 0.1): (0.2, 0.2, 0.2), ("finetune", 1.0): (0.5, 0.3, 0.4),
@@ -128,20 +170,7 @@ def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_pat
              ("lwf_mc", 0.1): (0.1, 0.1, 0.1), ("lwf_mc", 1.0): (0.3, 0.3, 0.3),
              ("lwf_mc", 10.0): (0.4, 0.5, 0.45), ("lwf_mc", 100.0): (0.2, 0.2, 0.2)}
     seen = []
-
-    def fake_sweep(preset, out, command, workers):
-        seen.append(preset)
-        results = []
-        for variant in preset.methods:
-            method_for(preset, variant)  # a runnable name: the method takes lr_factor
-            base = variant.partition(":")[0]
-            factor = float(variant.rsplit("lr_factor=", 1)[1])
-            for seed in preset.seeds:
-                acc = table.get((base, factor), (0.1, 0.1, 0.1))[seed]
-                results.append(RunResult(variant, seed, [0.99, acc], 1.0, [{"top1_seen": 0.99}, {"top1_seen": acc}]))
-        return results
-
-    monkeypatch.setattr(script, "run_sweep", fake_sweep)
+    monkeypatch.setattr(script, "run_sweep", _fake_sweep(table, seen))
     script.main(["m2kd_fig4", "--preset", "tiny", "--methods", "finetune", "lwf_mc", "--grid", "lr_factor=0.1:100:4",
                  "--seeds", "0", "1", "2", "--out", str(tmp_path / "runs"), "--record", str(tmp_path / "record"),
                  "--shared"])
@@ -156,7 +185,7 @@ def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_pat
     # one value for both: the mean over both methods is best at 10 ((0.45 + 0.3667) / 2)
     assert "Shared (one value for every method, best mean over every method and seed): lr_factor=10 (40.83%)" in text
     rows = (tmp_path / "record" / "scores.csv").read_text().splitlines()
-    assert rows[0] == "variant,seed,top1_seen" and len(rows) == 1 + 8 * 3
+    assert rows[0] == "variant,seed,avg_incremental" and len(rows) == 1 + 8 * 3  # m2kd_fig4's selection_score
     # without --methods: every method of the table, each at every grid point of the same grid
     script.main(["m2kd_fig4", "--preset", "tiny", "--grid", "lr_factor=0.1:100:4", "--out", str(tmp_path / "r2"),
                  "--record", str(tmp_path / "rec2")])

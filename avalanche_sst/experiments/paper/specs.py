@@ -98,6 +98,9 @@ class TableSpec:
     # Column pairs compared in every row by a paired test over the seeds whatever the paper says
     # (an ablation's adjacent rungs), ((column_a, column_b), ...): the report gives a - b and its p.
     paired_columns: tuple = ()
+    # The score the validation selection (experiments/select_on_validation.py) maximises when it is
+    # not the setting's primary one, e.g. "avg_incremental" for a table of per-step curves.
+    selection_score: Optional[str] = None
 
     def preset(self, name: str, seeds: Optional[Sequence[int]] = None) -> Preset:
         if name not in self.presets:
