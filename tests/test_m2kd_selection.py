@@ -117,6 +117,38 @@ def test_lr_factor_scales_the_preset_rates_of_a_method_that_does_not_take_it():
         get_method("finetune:lr_facto=2")
 
 
+def test_lr_factor_scales_a_methods_own_learning_rates(monkeypatch):
+    """Ada-QPacknet trains with its own Adam lr and floor, the edge step with its lr_incremental: lr_factor
+    scales those (given or the builder's defaults) besides the preset's rates, or a grid over it is inert."""
+    import functools
+
+    import torch
+
+    from avalanche_sst.experiments.methods import METHODS, StrategyContext, get_method
+
+    preset = TABLES["adaq_split"].presets["tiny"]
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    ctx = StrategyContext(model=model, config=preset, evaluator=None, device=torch.device("cpu"),
+                          valid_stream=[object()])  # only checked to be given
+    strategy = get_method("adaqpacknet:lr_factor=0.5", {"population": 2}).build(ctx)
+    assert (strategy.lr, strategy.lr_min) == pytest.approx((0.005, 5e-5))  # the paper's 0.01 -> 1e-4, halved
+    assert get_method("adaqpacknet:lr_factor=3,lr=0.1").build(ctx).lr == pytest.approx(0.3)
+    seen = {}
+    for name, given, expected in (("edge_kt", {"lr_incremental": 0.003}, {"lr_incremental": 0.0015}),
+                                  ("edge_finetune", {}, {})):  # None: the preset's lr_finetune, scaled
+        real = METHODS[name]
+
+        @functools.wraps(real.build)
+        def capture(ctx, **kwargs):
+            seen.update(kwargs, lr_finetune=ctx.config.lr_finetune)
+
+        monkeypatch.setitem(METHODS, name, dataclasses.replace(real, build=capture))
+        seen.clear()
+        get_method(f"{name}:lr_factor=0.5", given).build(ctx)
+        assert {k: v for k, v in seen.items() if k.startswith("lr")} == pytest.approx(
+            {**expected, "lr_finetune": 0.5 * preset.lr_finetune})
+
+
 def _fake_sweep(table, seen, curve_means=None):
     """A run_sweep stand-in: each run's last step scores ``table[(method, lr_factor)][seed]`` as top1_seen
     and ``curve_means`` (default: the same table) as avg_incremental."""

@@ -76,6 +76,9 @@ class Method:
     report: Optional[Callable[[Any], dict]] = None
     # For a builder that forwards **overrides: the names it accepts (checked before any run).
     accepted: Optional[Callable[[], set[str]]] = None
+    # The builder's own learning-rate arguments, used instead of the preset's lr_scratch/lr_finetune
+    # (Ada-QPacknet's Adam lr and floor, the edge step's lr_incremental): lr_factor scales them too.
+    lr_args: tuple[str, ...] = ()
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -192,12 +195,18 @@ LR_FACTOR = "lr_factor"
 
 
 def _with_lr_factor(method: Method, name: str, overrides: dict) -> Method:
-    """``method`` with its other overrides, built under the preset's lrs times ``overrides["lr_factor"]``."""
+    """``method`` with its other overrides, built under the preset's lrs times ``overrides["lr_factor"]``;
+    the method's own ``lr_args`` (given, else their builder defaults; None: the preset's) are scaled too."""
     rest = {k: v for k, v in overrides.items() if k != LR_FACTOR}
     factor = overrides[LR_FACTOR]
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
         raise ValueError(f"method variant {name!r}: lr_factor must be a number > 0 (it scales the preset's "
                          f"lr_scratch and lr_finetune), got {factor!r}")
+    defaults = {k: p.default for k, p in inspect.signature(method.build).parameters.items()}
+    for key in method.lr_args:
+        value = rest.get(key, defaults.get(key))
+        if value is not None:
+            rest[key] = value * factor
     inner = get_method(method.name, rest)
 
     def build(ctx: StrategyContext):

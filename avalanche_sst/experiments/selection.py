@@ -6,7 +6,8 @@ seeds, on the validation slices (never the test set); the value with the best
 mean score over the seeds is kept (ties: the first in grid order). Every
 method compared in one table gets the same grid, so no method is tuned
 harder than its rivals. ``lr_factor`` is the grid key every method
-understands (it scales the preset's learning rates; see
+understands (it scales the preset's learning rates and a method's own
+``Method.lr_args``, e.g. Ada-QPacknet's Adam rate; see
 :data:`avalanche_sst.experiments.registry.LR_FACTOR`), so cross-entropy
 baselines and the BCE methods of one table are selected over the same values.
 ``experiments/select_on_validation.py`` runs it and writes the grid, every

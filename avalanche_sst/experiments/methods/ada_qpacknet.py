@@ -90,5 +90,5 @@ def adaqpacknet_report(strategy: AdaQPackNet) -> dict:
 register(Method(
     "adaqpacknet", build_adaqpacknet,
     "Ada-QPacknet: adaptive lottery-ticket pruning + k-means quantization, forget-free (Pietron et al. 2023)",
-    _state, _load, settings=("task_incremental",), report=adaqpacknet_report,
+    _state, _load, settings=("task_incremental",), report=adaqpacknet_report, lr_args=("lr", "lr_min"),
 ))

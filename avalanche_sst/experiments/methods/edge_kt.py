@@ -119,7 +119,8 @@ def edge_report(strategy) -> dict:
     return out
 
 
-_RESUME = dict(state_dict=edge_state, load_state_dict=edge_load, rebuild_model=edge_rebuild, report=edge_report)
+_RESUME = dict(state_dict=edge_state, load_state_dict=edge_load, rebuild_model=edge_rebuild, report=edge_report,
+               lr_args=("lr_incremental",))
 
 register(Method("edge_kt", build_edge_kt,
                 "edge: filter-pruned student + selective layer-wise knowledge transfer (Zhao, Chen & Zhao)",
