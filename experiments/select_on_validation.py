@@ -35,8 +35,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from avalanche_sst.experiments.paper import PRESET_NAMES, TABLES
-from avalanche_sst.experiments.selection import (best_mean, best_shared, check_rule, chosen_values, grid_variants,
-                                                 parse_grid)
+from avalanche_sst.experiments.selection import (at_grid_edge, best_mean, best_shared, check_rule, chosen_values,
+                                                 grid_variants, parse_grid)
 from avalanche_sst.experiments.sweep import run_sweep
 
 
@@ -58,9 +58,13 @@ def write_record(record: Path, command: str, grid: dict, seeds, per_seed: dict, 
     for name, by_seed in per_seed.items():
         cells = [f"{100 * by_seed[s]:.2f}" if s in by_seed else "" for s in seeds]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * statistics.fmean(by_seed.values()):.2f} |")
+    chosen = chosen_values(best, list(grid))
+    edge = at_grid_edge(chosen, grid)
     lines += ["", "Chosen (best mean): " + ", ".join(f"{n} ({100 * s:.2f}%)" for n, s in best.values()), "",
+              "At the grid's edge (a value beyond it may score better: extend the grid): " + "; ".join(edge)
+              if edge else "No choice sits at the grid's edge.", "",
               "As the preset's method_kwargs (a variant's value goes into the table's method name instead):", "",
-              f"    {chosen_values(best, list(grid))}"]
+              f"    {chosen}"]
     if shared is not None:
         lines += ["", f"Shared (one value for every method, best mean over every method and seed): "
                       f"{', '.join(f'{k}={v:g}' for k, v in shared[0].items())} ({100 * shared[1]:.2f}%)"]

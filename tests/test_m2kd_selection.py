@@ -185,7 +185,10 @@ def test_a_tables_selection_score_decides_unless_score_is_given(tmp_path, monkey
     assert text.startswith("Validation-slice selection, final avg_incremental (%), mean over seeds [0, 1, 2]:")
     assert "Chosen (best mean): lwf_mc:lr_factor=10 (60.00%)" in text
     script.main(["m2kd_fig4", *args, "--record", str(tmp_path / "last"), "--score", "top1_seen"])
-    assert "Chosen (best mean): lwf_mc:lr_factor=0.1 (40.00%)" in (tmp_path / "last" / "selection.md").read_text()
+    text = (tmp_path / "last" / "selection.md").read_text()
+    assert "Chosen (best mean): lwf_mc:lr_factor=0.1 (40.00%)" in text
+    assert "\nAt the grid's edge (a value beyond it may score better: extend the grid): lwf_mc: lr_factor=0.1 " \
+           "(lowest)\n" in text
     assert TABLES["m2kd_ladder"].selection_score is None
     script.main(["m2kd_ladder", *args, "--record", str(tmp_path / "ladder")])
     text = (tmp_path / "ladder" / "selection.md").read_text()
@@ -214,6 +217,7 @@ def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_pat
     text = (tmp_path / "record" / "selection.md").read_text()
     assert "Chosen (best mean): finetune:lr_factor=1 (40.00%), lwf_mc:lr_factor=10 (45.00%)" in text
     assert "{'finetune': {'lr_factor': 1}, 'lwf_mc': {'lr_factor': 10}}" in text
+    assert "\nNo choice sits at the grid's edge.\n" in text
     # one value for both: the mean over both methods is best at 10 ((0.45 + 0.3667) / 2)
     assert "Shared (one value for every method, best mean over every method and seed): lr_factor=10 (40.83%)" in text
     rows = (tmp_path / "record" / "scores.csv").read_text().splitlines()
@@ -228,6 +232,17 @@ def test_selection_tunes_every_method_of_a_table_over_one_lr_factor_grid(tmp_pat
         sep = "," if ":" in method else ":"
         assert [v for v in seen[-1].methods if v.rsplit(",lr_factor=", 1)[0].rsplit(":lr_factor=", 1)[0] == method] \
             == [f"{method}{sep}lr_factor={f}" for f in ("0.1", "1", "10", "100")]
+
+
+def test_at_grid_edge_names_the_choices_on_the_lowest_or_highest_grid_value():
+    from avalanche_sst.experiments.selection import at_grid_edge
+
+    grid = {"lr_factor": (1.0, 0.1, 10.0, 100.0), "lam": (0.01, 0.1, 1.0, 10.0)}
+    chosen = {"a": {"lr_factor": 0.1}, "b": {"lr_factor": 100.0, "lam": 0.1}, "c": {"lr_factor": 1.0, "lam": 10.0},
+              "d": {"lr_factor": 10.0}}
+    assert at_grid_edge(chosen, grid) == ["a: lr_factor=0.1 (lowest)", "b: lr_factor=100 (highest)",
+                                          "c: lam=10 (highest)"]
+    assert at_grid_edge({"d": {"lr_factor": 10.0}}, grid) == []
 
 
 def test_chosen_values_read_the_grid_keys_of_each_choice():

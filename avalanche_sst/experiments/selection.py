@@ -24,8 +24,8 @@ from typing import Mapping, Sequence
 
 from avalanche_sst.experiments.registry import parse_variant
 
-__all__ = ["MIN_GRID", "MIN_SEEDS", "best_mean", "best_shared", "check_rule", "chosen_values", "compared_method", "grid_variants",
-           "log_grid", "parse_grid"]
+__all__ = ["MIN_GRID", "MIN_SEEDS", "at_grid_edge", "best_mean", "best_shared", "check_rule", "chosen_values",
+           "compared_method", "grid_variants", "log_grid", "parse_grid"]
 
 MIN_GRID = 4
 MIN_SEEDS = 3
@@ -127,6 +127,18 @@ def chosen_values(best: Mapping[str, tuple[str, float]], grid_keys: Sequence[str
     for method, (variant, _score) in best.items():
         overrides = parse_variant(variant)[1]
         out[method] = {key: overrides[key] for key in grid_keys if key in overrides}
+    return out
+
+
+def at_grid_edge(chosen: Mapping[str, Mapping[str, float]], grid: Mapping[str, Sequence[float]]) -> list[str]:
+    """The choices (:func:`chosen_values`' answer) that sit on the lowest or highest value of their grid key,
+    as ``"finetune: lr_factor=0.1 (lowest)"``: a value beyond the grid may score better, so extend it."""
+    out = []
+    for method, values in chosen.items():
+        for key, value in values.items():
+            ordered = sorted(grid[key])
+            if value in (ordered[0], ordered[-1]):
+                out.append(f"{method}: {key}={value:g} ({'lowest' if value == ordered[0] else 'highest'})")
     return out
 
 
