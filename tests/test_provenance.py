@@ -26,7 +26,8 @@ def test_commit_of_this_checkout_whatever_the_working_folder(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)  # not a repository: the package's own checkout is found
     prov = code_provenance(refresh=True)
     assert prov["git_commit"] == git(REPO, "rev-parse", "HEAD").strip()
-    assert prov["git_dirty"] == bool(git(REPO, "status", "--porcelain", "--untracked-files=no").strip())
+    assert prov["git_dirty"] == bool(git(REPO, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                         ":(exclude,top)docs").strip())
     assert prov["package"] == "avalanche-sst"
 
 
@@ -51,6 +52,19 @@ def test_dirty_flag_follows_tracked_changes_only(tmp_path):
     assert code_provenance(pkg, refresh=True)["git_dirty"] is False
     (tmp_path / "results.csv").write_text("untracked output\n")
     assert code_provenance(pkg, refresh=True)["git_dirty"] is False
+    # a rewritten record under docs/ is an output of the commands, not code
+    (tmp_path / "docs" / "runs").mkdir(parents=True)
+    (tmp_path / "docs" / "runs" / "selection.md").write_text("v1\n")
+    (tmp_path / "docs" / "notes.md").write_text("v1\n")
+    git(tmp_path, "add", "docs")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "docs")
+    head = git(tmp_path, "rev-parse", "HEAD").strip()
+    (tmp_path / "docs" / "runs" / "selection.md").write_text("v2\n")
+    (tmp_path / "docs" / "notes.md").write_text("v2\n")
+    assert code_provenance(pkg, refresh=True)["git_dirty"] is False
+    (tmp_path / "README").write_text("changed\n")  # any other tracked file counts
+    assert code_provenance(pkg, refresh=True)["git_dirty"] is True
+    git(tmp_path, "checkout", "-q", "README")
     (pkg / "__init__.py").write_text("x = 2\n")
     assert code_provenance(pkg, refresh=True) | {"version": None} == {
         "package": "avalanche-sst", "version": None, "git_commit": head, "git_dirty": True}

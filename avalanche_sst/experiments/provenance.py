@@ -27,6 +27,10 @@ from avalanche_sst.experiments.versions import package_version
 
 #: The package's root folder (``.../avalanche_sst``); its parent is the checkout when run from one.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: Tracked files that are outputs, not code: the published tables and selection records under docs/,
+#: which the commands themselves rewrite (a second selection in the same tree would otherwise call
+#: its own code dirty). Changes there do not make a run's code dirty.
+OUTPUT_PATHSPECS = (":(exclude,top)docs",)
 
 #: How a run made outside any git checkout fills ``git_commit`` (see :func:`no_checkout_label`).
 NO_CHECKOUT = "no git checkout"
@@ -76,7 +80,7 @@ def _cached(path: Path) -> dict:
         return {"package": "avalanche-sst", "version": version, "git_commit": no_checkout_label(version),
                 "git_dirty": None}
     head = _git(repo, "rev-parse", "HEAD")
-    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUT_PATHSPECS)
     return {"package": "avalanche-sst", "version": version, "git_commit": head.strip() if head else None,
             "git_dirty": None if status is None else bool(status.strip())}
 
@@ -85,7 +89,7 @@ def code_provenance(path: Path = PACKAGE_DIR, refresh: bool = False) -> dict:
     """``{"package", "version", "git_commit", "git_dirty"}`` of the code at ``path``.
 
     ``git_dirty`` is True when tracked files differ from the commit (untracked files,
-    e.g. result folders, do not count). Computed once per process (``refresh=True`` to
+    e.g. result folders, and the outputs under ``docs/`` (:data:`OUTPUT_PATHSPECS`) do not count). Computed once per process (``refresh=True`` to
     ask git again): a sweep's runs all use the code the process imported.
     """
     if refresh:
