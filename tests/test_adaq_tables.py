@@ -41,7 +41,7 @@ def test_adaq_tables_resolve_to_registered_methods_of_their_setting() -> None:
     # forgetting and capacity after each preset's own last task (paper adaq_split: 10 tasks, cpu: 5)
     for spec in (split, permuted, table4):
         assert all(c.step == LAST_STEP for c in spec.cells if not c.col.startswith("Task "))
-    assert split.preset("cpu").method_kwargs["si"] == {"si_lambda": 100.0}  # chosen on validation
+    assert split.preset("cpu").method_kwargs["si"]["si_lambda"] == 100.0  # chosen on validation (one seed)
     # Table 4 runs in adaq_split's folder: same presets, its methods added to that table's sweep
     assert table4.runs_of == "adaq_split"
     for preset_name in ("cpu", "paper", "tiny"):
@@ -75,3 +75,16 @@ def test_adaq_table4_tiny_capacity_cells_are_the_runs_report_values(tmp_path) ->
     # pruning only keeps 32-bit values: more bits per task than with quantization on top
     assert out["cells"]["Pruning only", "Capacity per task (%)"][0] > \
         out["cells"]["Ada-QPacknet", "Capacity per task (%)"][0]
+
+
+@pytest.mark.parametrize("table", ["adaq_split"])
+def test_the_cpu_presets_lr_factors_are_their_selection_records_choice(table) -> None:
+    """Every compared method runs at the lr_factor its validation selection chose (the record's last line)."""
+    import ast
+    from pathlib import Path
+
+    record = Path(__file__).parents[1] / "docs" / "runs" / "selection" / table / "selection.md"
+    chosen = ast.literal_eval(record.read_text().rstrip().splitlines()[-1].strip())
+    kwargs = TABLES[table].preset("cpu").method_kwargs
+    assert set(chosen) == {name.split(":")[0] for name in TABLES[table].methods()}
+    assert {name: {"lr_factor": kwargs[name]["lr_factor"]} for name in chosen} == chosen

@@ -54,10 +54,15 @@ def _split(**changes) -> Preset:
         epochs_scratch=5, epochs_finetune=5, lr_scratch=0.1, lr_finetune=0.1, momentum=0.9,
         # PackNet needs none (frozen weights would decay); the other methods match it
         weight_decay=0.0,
-        # si_lambda chosen on the validation slices (docs/runs/selection/adaq_split/selection.md):
-        # python experiments/select_on_validation.py adaq_split --methods si:si_lambda=0.1 si:si_lambda=1
-        #   si:si_lambda=10 si:si_lambda=100 si:si_lambda=1000 si:si_lambda=10000 --workers 1
-        method_kwargs={"adaqpacknet": dict(CPU_ADAQ), "replay": {"mem_size": 200}, "si": {"si_lambda": 100.0}},
+        # every method's lr_factor chosen by the rule on the validation slices (docs/runs/selection/adaq_split):
+        # python experiments/select_on_validation.py adaq_split --grid lr_factor=0.0316,0.1,0.316,1,3.16
+        #   --seeds 0 1 2 --workers 2
+        # (Ada-QPacknet's factor scales its own Adam lr and floor); si_lambda=100 from an earlier selection
+        # on one seed (si_lambda 0.1 ... 10000, validation slices), kept fixed in this one
+        method_kwargs={"finetune": {"lr_factor": 0.1}, "ewc": {"lr_factor": 0.1},
+                       "si": {"si_lambda": 100.0, "lr_factor": 1.0}, "replay": {"mem_size": 200, "lr_factor": 0.316},
+                       "packnet": {"lr_factor": 1.0}, "adaqpacknet": {**CPU_ADAQ, "lr_factor": 0.316},
+                       "cumulative": {"lr_factor": 0.316}},
         device="cpu",
     )
     return base.replace(**changes)
