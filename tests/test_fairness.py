@@ -18,8 +18,8 @@ def test_fig4_lists_its_uneven_learning_rates_and_its_untuned_baselines(tmp_path
     lines = table_differences(fig4, "cpu", tmp_path)
     assert lines[0].startswith("extra_epochs: 0 for `finetune`") and "(declared: fine-tuning after pruning" in lines[0]
     assert lines[1] == ("learning rate: the preset's (lr_scratch=0.1, lr_finetune=0.1) for `finetune`, `lwf`, "
-                        "`ewc`, `rwalk`, `m2kd:lam=0`, `m2kd:prune_ratio=0`, `m2kd`, `cumulative`; lr_factor=10.0 "
-                        "for `lwf_mc`, `icarl`, `icarl_m2kd`")
+                        "`ewc`, `rwalk`, `cumulative`; lr_factor=10.0 for `lwf_mc`, `m2kd:lam=0`, "
+                        "`m2kd:prune_ratio=0`, `m2kd`, `icarl`, `icarl_m2kd`")
     assert lines[2] == (f"selected on validation (`{tmp_path.as_posix()}/m2kd_fig4`): `lwf_mc`, `m2kd`; not selected: "
                         "`finetune`, `lwf`, `ewc`, `rwalk`, `icarl`, `icarl_m2kd`, `cumulative`")
     assert len(lines) == 3
