@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from avalanche_sst.experiments.overview import (HEADING, collect, missing_methods, overview_section, pareto_front,
-                                                replace_section)
+from avalanche_sst.experiments.overview import (HEADING, MethodRow, collect, missing_methods, overview_section,
+                                                pareto_front, preset_names, replace_section)
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = ["method", "seed", "step", "top1", "seconds", "cost", "memory_bytes", "inference_flops", "git_commit",
@@ -29,6 +29,18 @@ def write_sweep(folder: Path, runs: dict, scenario: str = "class_incremental", c
             for i, (top1, cost, memory, flops) in enumerate(steps, start=1):
                 w.writerow([method, seed, i, top1, 1.0, cost, memory, flops, commit, False])
     return folder
+
+
+def test_preset_names_add_the_sweep_folder_only_where_a_method_repeats_a_preset_name():
+    def row(method, sweep, preset):
+        return MethodRow(method, sweep, preset, [0], (1.0, 0.0), (1.0, 0.0), None, None)
+
+    rows = [row("sst", "docs/runs/paper/table2/sweep_model=resnet8", "table2-cpu"),
+            row("sst", "docs/runs/paper/table2/sweep_model=resnet14", "table2-cpu"),
+            row("sst", "docs/runs/quick", "quick"), row("lwf", "docs/runs/quick", "quick"),
+            row("lwf", "docs/runs/paper/table2/sweep_model=resnet8", "table2-cpu")]
+    assert preset_names(rows) == ["table2-cpu, sweep_model=resnet8", "table2-cpu, sweep_model=resnet14", "quick",
+                                  "quick", "table2-cpu"]
 
 
 def test_pareto_front_by_hand():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -177,11 +178,18 @@ def _flops_text(value: Optional[float]) -> str:
     return "not recorded" if value is None else f"{value / 1e6:.2f} M"
 
 
+def preset_names(rows: list[MethodRow]) -> list[str]:
+    """Each row's preset, with its sweep folder's name added where one method has two rows of the same
+    preset name (a table whose sweeps differ in one field, e.g. table2's ``sweep_model=resnet8``)."""
+    counts = Counter((r.method, r.preset) for r in rows)
+    return [r.preset if counts[r.method, r.preset] == 1 else f"{r.preset}, {Path(r.sweep).name}" for r in rows]
+
+
 def setting_table(rows: list[MethodRow]) -> list[str]:
     lines = ["| method | preset | seeds | final score (%) | training cost (k sample-passes) | "
              "peak memory beyond the model | inference (FLOPs / image) |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| `{r.method}` | {r.preset} | {len(r.seeds)} | {r.score[0]:.2f} ± {r.score[1]:.2f} | "
+    for r, preset in zip(rows, preset_names(rows)):
+        lines.append(f"| `{r.method}` | {preset} | {len(r.seeds)} | {r.score[0]:.2f} ± {r.score[1]:.2f} | "
                      f"{r.cost[0] / 1e3:.1f} ± {r.cost[1] / 1e3:.1f} | {_bytes_text(r.memory)} | "
                      f"{_flops_text(r.flops)} |")
     return lines
@@ -196,7 +204,9 @@ def plot_setting(rows: list[MethodRow], path: str | Path, title: str = "") -> No
 
     from avalanche_sst.experiments.figure_style import legend_outside, method_styles, save_figure
 
-    labels = [f"{r.method} ({r.preset})" for r in rows]
+    from matplotlib.ticker import FuncFormatter
+
+    labels = [f"{r.method} ({preset})" for r, preset in zip(rows, preset_names(rows))]
     styles = method_styles(labels)
     largest = max((r.memory or 0.0) for r in rows) or 1.0
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -209,6 +219,7 @@ def plot_setting(rows: list[MethodRow], path: str | Path, title: str = "") -> No
     front = pareto_front([(r.cost[0], r.score[0]) for r in rows])
     ax.step([rows[i].cost[0] for i in front], [rows[i].score[0] for i in front], where="post", color="black",
             linestyle="--", linewidth=1, label="Pareto front (cost, score)", zorder=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value / 1e3:g}k"))  # ticks stay apart
     ax.set_xlabel("training cost, summed over steps (sample-passes)")
     ax.set_ylabel("final score (%)")
     ax.set_title(f"{title} (marker area: memory beyond the model)" if title else "marker area: memory beyond the model",
@@ -243,7 +254,7 @@ def overview_section(paths: Sequence[str | Path], figure_dir: Optional[str | Pat
         lines += setting_table(rows) + [""]
         front = pareto_front([(r.cost[0], r.score[0]) for r in rows])
         lines += ["On the Pareto front of score against training cost: "
-                  + ", ".join(f"`{rows[i].method}` ({rows[i].preset})" for i in front) + ".", ""]
+                  + ", ".join(f"`{rows[i].method}` ({preset_names(rows)[i]})" for i in front) + ".", ""]
         if figure_dir is not None:
             figure = Path(figure_dir) / f"overview_{setting}.png"
             plot_setting(rows, figure, title=setting)
