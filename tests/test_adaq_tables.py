@@ -77,7 +77,7 @@ def test_adaq_table4_tiny_capacity_cells_are_the_runs_report_values(tmp_path) ->
         out["cells"]["Ada-QPacknet", "Capacity per task (%)"][0]
 
 
-@pytest.mark.parametrize("table", ["adaq_split"])
+@pytest.mark.parametrize("table", ["adaq_split", "adaq_permuted"])
 def test_the_cpu_presets_lr_factors_are_their_selection_records_choice(table) -> None:
     """Every compared method runs at the lr_factor its validation selection chose (the record's last line)."""
     import ast

@@ -100,15 +100,17 @@ def _permuted(**changes) -> Preset:
     # each task holds all 10 classes (5x a split task): a smaller slice and fewer epochs keep
     # Cumulative (55 task-trainings over 10 tasks) affordable
     return _split(name="adaq-permuted-cpu", train_fraction=0.05, test_fraction=0.2, epochs_scratch=3,
-                  epochs_finetune=3, method_kwargs={"adaqpacknet": {"population": 4, "search_epochs": 1,
-                                                                    "full_epochs": 3},
-                                                    "replay": {"mem_size": 500},
-                                                    # docs/runs/selection/adaq_permuted/selection.md:
-                                                    # python experiments/select_on_validation.py
-                                                    #   adaq_permuted --methods si:si_lambda=0.1
-                                                    #   si:si_lambda=10 si:si_lambda=100
-                                                    #   si:si_lambda=1000 --workers 1
-                                                    "si": {"si_lambda": 100.0}},
+                  epochs_finetune=3,
+                  # lr_factor chosen by the rule (docs/runs/selection/adaq_permuted/selection.md):
+                  # python experiments/select_on_validation.py adaq_permuted
+                  #   --grid lr_factor=0.0316,0.1,0.316,1,3.16 --seeds 0 1 2 --workers 2
+                  # si_lambda=100 from an earlier selection on one seed (0.1 ... 1000), kept fixed in this one
+                  method_kwargs={"finetune": {"lr_factor": 0.316}, "ewc": {"lr_factor": 0.316},
+                                 "si": {"si_lambda": 100.0, "lr_factor": 0.316},
+                                 "replay": {"mem_size": 500, "lr_factor": 1.0}, "packnet": {"lr_factor": 0.316},
+                                 "adaqpacknet": {"population": 4, "search_epochs": 1, "full_epochs": 3,
+                                                 "lr_factor": 1.0},
+                                 "cumulative": {"lr_factor": 1.0}},
                   **_PERMUTED).replace(**changes)
 
 
