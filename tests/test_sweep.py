@@ -382,6 +382,26 @@ def test_a_finished_run_is_reused_only_under_its_own_settings(tmp_path, make_dat
         run_sweep(preset.replace(method_kwargs={"finetune": {"epochs": 2}}), tmp_path, data=data, log=lambda s: None)
 
 
+def test_a_preset_key_the_method_name_replaces_is_not_a_changed_setting(tmp_path):
+    """m2kd:lr_factor=0.1 ran at 0.1 whatever factor the preset carried for m2kd: a selection's finished runs
+    stay reusable after the preset takes the selected factor; any other kwarg still counts."""
+    from avalanche_sst.experiments.sweep import check_same_settings
+
+    saved = {"lr_scratch": 0.1, "method_kwargs": {"lr_factor": 1.0, "memory_size": 2000}}
+    now = {"lr_scratch": 0.1, "method_kwargs": {"lr_factor": 10.0, "memory_size": 2000}}
+    check_same_settings(tmp_path / "done.json", saved, now, "icarl:lr_factor=0.1")
+    for name in ("icarl", ""):
+        with pytest.raises(ValueError, match=r"other settings \(method_kwargs: \{'lr_factor': 1.0, 'memory_size': "
+                                             r"2000\} -> \{'lr_factor': 10.0, 'memory_size': 2000\}\)"):
+            check_same_settings(tmp_path / "done.json", saved, now, name)
+    with pytest.raises(ValueError, match=r"other settings \(method_kwargs: \{'lr_factor': 1.0\} -> "
+                                         r"\{'lr_factor': 10.0\}\)"):  # the name fixes memory_size only
+        check_same_settings(tmp_path / "done.json", saved, now, "icarl:memory_size=2000")
+    changed = {"lr_scratch": 0.1, "method_kwargs": {"lr_factor": 10.0, "memory_size": 500}}
+    with pytest.raises(ValueError, match=r"method_kwargs: \{'memory_size': 2000\} -> \{'memory_size': 500\}"):
+        check_same_settings(tmp_path / "done.json", saved, changed, "icarl:lr_factor=0.1")
+
+
 def test_a_second_sweep_in_the_folder_keeps_the_first_ones_finished_runs(tmp_path, make_data):
     # adaq_table4 runs its ablation methods in adaq_split's folder: adaq_split's rows must stay
     data = (make_data(40, seed=0), make_data(20, seed=1))

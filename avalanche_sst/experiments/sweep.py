@@ -165,7 +165,7 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
     settings = run_settings(preset, method_name)
     if done_file.exists():
         done = json.loads(done_file.read_text())
-        check_same_settings(done_file, done.get("settings"), settings)
+        check_same_settings(done_file, done.get("settings"), settings, method_name)
         finished = _done_result(done, method_name, seed)
         log(f"[{method_name} seed {seed}] finished earlier: {_fmt(finished.accuracies)}")
         return finished
@@ -179,7 +179,8 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
     ckpt_path = run_dir / "checkpoint.pt"
     state = load_checkpoint(ckpt_path)
     if state is not None:  # checked before the loggers open their files: a resume continues them
-        check_same_settings(ckpt_path, json.loads(state["settings"]) if "settings" in state else None, settings)
+        check_same_settings(ckpt_path, json.loads(state["settings"]) if "settings" in state else None, settings,
+                            method_name)
     evaluator = make_evaluator(run_dir, resume_logs=(state or {}).get("evaluator", {}).get("logs"))
     # class-incremental steps also record where the predictions go (accuracy and share per class group)
     groups = [ClassGroupPredictions()] if setting == "class_incremental" else []
@@ -285,10 +286,17 @@ def run_settings(preset: Preset, method_name: str) -> dict:
     return json.loads(json.dumps(fields, default=str))
 
 
-def check_same_settings(path: Path, saved: Optional[dict], settings: dict) -> None:
+def check_same_settings(path: Path, saved: Optional[dict], settings: dict, method_name: str = "") -> None:
     """A finished or checkpointed run is reused only under the settings it ran with (runs
-    saved before settings were recorded are trusted)."""
+    saved before settings were recorded are trusted). The preset's kwargs that ``method_name``'s
+    own keys replace (``m2kd:lr_factor=0.1`` runs at 0.1 whatever the preset's ``lr_factor``)
+    are not compared: the run's folder, named after the method, already fixes them."""
     if saved is None or saved == settings:
+        return
+    named = set(parse_variant(method_name)[1]) if method_name else set()
+    saved, settings = ({**d, "method_kwargs": {k: v for k, v in (d.get("method_kwargs") or {}).items()
+                                               if k not in named}} for d in (saved, settings))
+    if saved == settings:
         return
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     detail = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
