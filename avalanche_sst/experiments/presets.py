@@ -11,9 +11,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import json
 import typing
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Optional, Sequence
+
+from avalanche_sst.experiments.registry import parse_variant
 
 
 # Preset fields that cannot change a run's numbers (which runs exist, where and how fast
@@ -290,3 +294,28 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
+
+
+def run_settings(preset: Preset, method_name: str) -> dict:
+    """What a run's numbers depend on: the preset's fields (JSON types), its method's own kwargs."""
+    fields = {k: v for k, v in preset.to_dict().items() if k not in NOT_RESULT_FIELDS}
+    fields["method_kwargs"] = preset.method_kwargs.get(parse_variant(method_name)[0], {})
+    return json.loads(json.dumps(fields, default=str))
+
+
+def check_same_settings(path: Path, saved: Optional[dict], settings: dict, method_name: str = "") -> None:
+    """A finished or checkpointed run is reused only under the settings it ran with (runs
+    saved before settings were recorded are trusted). The preset's kwargs that ``method_name``'s
+    own keys replace (``m2kd:lr_factor=0.1`` runs at 0.1 whatever the preset's ``lr_factor``)
+    are not compared: the run's folder, named after the method, already fixes them."""
+    if saved is None or saved == settings:
+        return
+    named = set(parse_variant(method_name)[1]) if method_name else set()
+    saved, settings = ({**d, "method_kwargs": {k: v for k, v in (d.get("method_kwargs") or {}).items()
+                                               if k not in named}} for d in (saved, settings))
+    if saved == settings:
+        return
+    changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+    raise ValueError(f"{path} was run with other settings ({detail}); write this sweep to another --out "
+                     f"folder, or delete {path.parent} to rerun it")

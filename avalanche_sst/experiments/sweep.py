@@ -33,7 +33,8 @@ from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_sst.experiments.hparams import write_run_hparams
 from avalanche_sst.experiments.methods import Method, StrategyContext, check_setting, get_method, parse_variant
-from avalanche_sst.experiments.presets import NOT_RESULT_FIELDS, PRESETS, Preset, get_preset, validate_preset
+from avalanche_sst.experiments.presets import (PRESETS, Preset, check_same_settings, get_preset, run_settings,
+                                               validate_preset)
 from avalanche_sst.experiments.provenance import code_provenance
 from avalanche_sst.experiments.scenarios import get_scenario
 from avalanche_sst.experiments.tables import write_tables
@@ -277,31 +278,6 @@ def _step_memory(method: Method, strategy) -> float:
     value = float(memory_beyond_model(method, strategy))
     log_scalar(strategy, "memory/bytes_beyond_model", value)
     return value
-
-
-def run_settings(preset: Preset, method_name: str) -> dict:
-    """What a run's numbers depend on: the preset's fields (JSON types), its method's own kwargs."""
-    fields = {k: v for k, v in preset.to_dict().items() if k not in NOT_RESULT_FIELDS}
-    fields["method_kwargs"] = preset.method_kwargs.get(parse_variant(method_name)[0], {})
-    return json.loads(json.dumps(fields, default=str))
-
-
-def check_same_settings(path: Path, saved: Optional[dict], settings: dict, method_name: str = "") -> None:
-    """A finished or checkpointed run is reused only under the settings it ran with (runs
-    saved before settings were recorded are trusted). The preset's kwargs that ``method_name``'s
-    own keys replace (``m2kd:lr_factor=0.1`` runs at 0.1 whatever the preset's ``lr_factor``)
-    are not compared: the run's folder, named after the method, already fixes them."""
-    if saved is None or saved == settings:
-        return
-    named = set(parse_variant(method_name)[1]) if method_name else set()
-    saved, settings = ({**d, "method_kwargs": {k: v for k, v in (d.get("method_kwargs") or {}).items()
-                                               if k not in named}} for d in (saved, settings))
-    if saved == settings:
-        return
-    changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
-    raise ValueError(f"{path} was run with other settings ({detail}); write this sweep to another --out "
-                     f"folder, or delete {path.parent} to rerun it")
 
 
 def _read_done(done_file: Path, method: str = "", seed: int = 0) -> RunResult:
