@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -56,8 +57,11 @@ def write_record(record: Path, command: str, grid: dict, seeds, per_seed: dict, 
              "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
              "|---|" + "---:|" * (len(seeds) + 1)]
     for name, by_seed in per_seed.items():
-        cells = [f"{100 * by_seed[s]:.2f}" if s in by_seed else "" for s in seeds]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * statistics.fmean(by_seed.values()):.2f} |")
+        cells = [_percent(by_seed[s]) if s in by_seed else "" for s in seeds]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_percent(statistics.fmean(by_seed.values()))} |")
+    if any(math.isnan(v) for by_seed in per_seed.values() for v in by_seed.values()):
+        lines += ["", "diverged: the run's weights or outputs left the finite numbers (experiments/divergence.py); "
+                      "a grid point with a diverged seed is never chosen."]
     chosen = chosen_values(best, list(grid))
     edge = at_grid_edge(chosen, grid)
     lines += ["", "Chosen (best mean): " + ", ".join(f"{n} ({100 * s:.2f}%)" for n, s in best.values()), "",
@@ -71,6 +75,10 @@ def write_record(record: Path, command: str, grid: dict, seeds, per_seed: dict, 
     text = "\n".join(lines) + "\n"
     (record / "selection.md").write_text(text)
     return text
+
+
+def _percent(value: float) -> str:
+    return "diverged" if math.isnan(value) else f"{100 * value:.2f}"
 
 
 def main(argv=None) -> int:

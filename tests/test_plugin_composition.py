@@ -194,5 +194,5 @@ def test_finite_loss_guard_message_serves_sweeps_and_own_loops():
         FiniteLossGuard("ewc").before_backward(strategy)
     text = str(info.value)
     assert "term(s) ewc = inf" in text
-    assert "In a sweep" in text and "same command resumes" in text and "--set and a new --out" in text
+    assert "In a sweep" in text and "recorded as diverged at this step" in text and "--set and a new --out" in text
     assert "In your own training loop nothing was saved" in text

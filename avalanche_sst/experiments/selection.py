@@ -11,7 +11,8 @@ understands (it scales the preset's learning rates and a method's own
 :data:`avalanche_sst.experiments.registry.LR_FACTOR`), so cross-entropy
 baselines and the BCE methods of one table are selected over the same values.
 ``experiments/select_on_validation.py`` runs it and writes the grid, every
-seed's score and the choice.
+seed's score and the choice. A run that diverged (NaN scores,
+:mod:`avalanche_sst.experiments.divergence`) rules its grid point out.
 """
 
 from __future__ import annotations
@@ -114,10 +115,21 @@ def best_mean(scores: Mapping[str, Sequence[float]], grid_keys: Sequence[str]) -
         if not values:
             raise ValueError(f"{name}: no scores")
         method = compared_method(name, grid_keys)
-        mean = statistics.fmean(values)
+        mean = _mean_or_minus_inf(values)
         if method not in best or mean > best[method][1]:
             best[method] = (name, mean)
+    for method, (name, mean) in best.items():
+        if mean == -math.inf:
+            raise ValueError(f"{method}: a run diverged at every grid point (NaN scores); extend the grid "
+                             f"to lower values")
     return best
+
+
+def _mean_or_minus_inf(values) -> float:
+    """The mean score, or -inf when a run diverged (NaN score, experiments.divergence): a grid point at
+    which any seed diverges is never kept, whatever its other seeds scored."""
+    mean = statistics.fmean(values)
+    return mean if not math.isnan(mean) else -math.inf
 
 
 def chosen_values(best: Mapping[str, tuple[str, float]], grid_keys: Sequence[str]) -> dict[str, dict]:
@@ -158,6 +170,7 @@ def best_shared(scores: Mapping[str, Sequence[float]], grid_keys: Sequence[str])
         if set(runs) != methods or any(not v for v in runs.values()):
             raise ValueError(f"grid point {dict(point)} lacks scores of {sorted(methods - set(runs))}: a shared "
                              f"choice averages every compared method at every point")
-    means = {point: statistics.fmean(v for values in runs.values() for v in values) for point, runs in by_point.items()}
+    means = {point: _mean_or_minus_inf([v for values in runs.values() for v in values])
+             for point, runs in by_point.items()}
     best = max(means, key=lambda point: means[point])  # max keeps the first of equal means
     return dict(best), means[best]

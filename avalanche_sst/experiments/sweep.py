@@ -31,6 +31,7 @@ from avalanche.models.dynamic_modules import avalanche_model_adaptation
 from avalanche_sst.benchmarks import stratified_split
 from avalanche_sst.benchmarks.same_class import RelabelledSubset
 from avalanche_sst.checkpoint import load_checkpoint, save_checkpoint
+from avalanche_sst.experiments.divergence import diverged, diverged_tail, weights_finite
 from avalanche_sst.experiments.hparams import write_run_hparams
 from avalanche_sst.experiments.methods import Method, StrategyContext, check_setting, get_method, parse_variant
 from avalanche_sst.experiments.presets import (PRESETS, Preset, check_same_settings, get_preset, run_settings,
@@ -46,7 +47,8 @@ from avalanche_sst.metrics.resume import load_metric_state_dict, log_sizes, metr
 from avalanche_sst.metrics.inference import inference_flops, stream_input_shape
 from avalanche_sst.metrics.memory import memory_beyond_model
 from avalanche_sst.metrics.groups import ClassGroupPredictions
-from avalanche_sst.metrics.scores import StepInfo, step_scores
+from avalanche_sst.metrics.scores import SETTING_SCORES, StepInfo, step_scores
+from avalanche_sst.plugins.guard import NonFiniteLossError
 from avalanche_sst.plugins.precision import keep_freed_memory
 
 # Top-1 on the whole test stream in the same-class setting (its one test experience has task 0).
@@ -65,6 +67,7 @@ class RunResult:
     memory: list[float] = field(default_factory=list)  # bytes kept beyond the model after each step
     inference: list[float] = field(default_factory=list)  # FLOPs per image of the evaluated model, per step
     provenance: dict = field(default_factory=dict)  # the code that ran it (experiments.provenance)
+    diverged_at: Optional[int] = None  # 1-based step at which it diverged; it and later steps score NaN
 
 
 def load_dataset(name: str, root: Optional[str]):
@@ -202,6 +205,7 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
     inference: list[float] = []
     seconds = 0.0
     start_step = 0
+    diverged_at: Optional[int] = None  # the 1-based step at which training diverged (experiments.divergence)
     if state is not None:
         start_step = int(state["step"])
         scores = [dict(s) for s in state["scores"]]
@@ -226,9 +230,20 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
         t0 = time.perf_counter()
         # Fresh optimizer state per step (each step restarts its lr schedule anyway), so a
         # resumed run equals an uninterrupted one: momentum is not in the checkpoint.
-        strategy.train(train_stream[step], eval_streams=[], reset_optimizer_state=True)
-        memory.append(_step_memory(method, strategy))
-        result = strategy.eval(scored)
+        try:
+            strategy.train(train_stream[step], eval_streams=[], reset_optimizer_state=True)
+            if not weights_finite(strategy.model):
+                raise NonFiniteLossError("the step ended with non-finite weights")
+            memory.append(_step_memory(method, strategy))
+            result = strategy.eval(scored)
+        except Exception as err:
+            if not diverged(err, strategy):
+                raise
+            seconds += time.perf_counter() - t0
+            diverged_at = step + 1
+            log(f"[{method_name} seed {seed}] DIVERGED in step {step + 1} ({type(err).__name__}: {str(err)[:160]}): "
+                "it and the later steps score NaN; lower the learning rate (lr_factor) to train it")
+            break
         seconds += time.perf_counter() - t0
         scores.append({**step_scores(setting, result, StepInfo(step, scores, test_sizes)),
                        **(groups[0].last if groups else {})})
@@ -251,8 +266,11 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
             f"{primary} {100 * scores[-1][primary]:.2f}%  ({seconds:.0f} s, {meter.step_costs[-1]:.0f} sample-passes)")
 
     _close_loggers(strategy)
-    names = list(scores[0]) if scores else []
     costs = list(meter.step_costs)
+    if diverged_at is not None:
+        scores, costs, memory, inference = diverged_tail(SETTING_SCORES[setting].names, len(train_stream),
+                                                         diverged_at, meter.current, scores, costs, memory, inference)
+    names = list(scores[0]) if scores else []
     (run_dir / "steps.csv").write_text(
         ",".join(["step", *names, "cost"]) + "\n"
         + "".join(",".join([str(i + 1), *(f"{s[n]:.6f}" for n in names), f"{c:.1f}"]) + "\n"
@@ -260,10 +278,11 @@ def _run_one_locked(preset: Preset, method_name: str, seed: int, benchmark, out:
     )
     report = run_report(method, strategy)
     result = RunResult(method_name, seed, [next(iter(s.values())) for s in scores], seconds, scores, costs, report,
-                       memory, inference, code_provenance())
+                       memory, inference, code_provenance(), diverged_at)
     done_file.write_text(json.dumps({"accuracies": result.accuracies, "seconds": seconds, "scores": scores,
                                      "costs": costs, "report": report, "memory": memory, "inference": inference,
-                                     "provenance": result.provenance, "settings": settings}))
+                                     "provenance": result.provenance, "settings": settings,
+                                     **({"diverged_at_step": diverged_at} if diverged_at is not None else {})}))
     write_run_hparams(run_dir, preset, method_name, result)
     return result
 
@@ -288,7 +307,7 @@ def _done_result(d: dict, method: str, seed: int) -> RunResult:
     """The RunResult of a parsed done.json."""
     scores = d.get("scores") or [{"top1": a} for a in d["accuracies"]]  # runs finished before scores existed
     return RunResult(method, seed, d["accuracies"], d["seconds"], scores, d.get("costs", []), d.get("report", {}),
-                     d.get("memory", []), d.get("inference", []), d.get("provenance", {}))
+                     d.get("memory", []), d.get("inference", []), d.get("provenance", {}), d.get("diverged_at_step"))
 
 
 def run_report(method, strategy) -> dict:

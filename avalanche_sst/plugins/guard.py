@@ -105,9 +105,9 @@ class FiniteLossGuard(SupervisedPlugin):
             f"epoch {strategy.clock.train_exp_epochs}: term(s) {', '.join(bad)} = "
             f"{', '.join(str(_value(terms.get(k, loss))) for k in bad)}; the weights were not updated with "
             "it. Lower the learning rate (or the weight of the named term: lambda, ewc_lambda, ...). "
-            "In a sweep (experiments/sweep.py) the last finished step's checkpoint is kept and the same "
-            "command resumes from it, but a run resumes only under the settings it ran with: for a lower "
-            "rate or weight, pass it with --set and a new --out (or delete the run's folder). In your own "
+            "In a sweep (experiments/sweep.py) the run is recorded as diverged at this step (it and the "
+            "later steps score NaN, experiments/divergence.py) and the sweep goes on; for a lower rate or "
+            "weight, pass it with --set and a new --out (or delete the run's folder). In your own "
             "training loop nothing was saved: lower the optimizer's lr (or the term's weight) and train again "
             "from the start, or from a state_dict you saved after an earlier step."
         )
