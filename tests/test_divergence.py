@@ -93,3 +93,14 @@ def test_a_sweep_records_diverged_runs_and_goes_on(tmp_path, tiny_data):
     again = {r.method: r for r in run_sweep(tiny(methods=methods), tmp_path, data=tiny_data, log=logs.append)}
     assert again["icarl:lr_factor=2e7"].diverged_at == 1
     assert not any("DIVERGED" in line for line in logs)
+
+
+def test_a_table_cell_of_a_diverged_run_says_so():
+    from avalanche_sst.experiments.paper.formatting import fmt_cell, parse_cell
+
+    assert fmt_cell(math.nan, math.nan) == "diverged" and parse_cell("diverged") is None
+    assert fmt_cell(61.349, 0.123) == "61.35 ± 0.12" and parse_cell(fmt_cell(61.349, 0.123)) == (61.35, 0.12)
+    from avalanche_sst.experiments.tables import markdown_table
+
+    assert markdown_table({"icarl": [(98.0, 0.5), (math.nan, math.nan)]}).splitlines()[-1] == \
+        "| icarl | 98.00 ± 0.50 | diverged |"

@@ -12,6 +12,7 @@ per step per method.
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -96,12 +97,17 @@ def cost_summary(results) -> dict[str, list[float]]:
             for m, runs in by_method.items()}
 
 
+def mean_std_text(mean: float, std: float, decimals: int = 2) -> str:
+    """``"61.35 ± 0.12"``; "diverged" where a run diverged (NaN scores, experiments.divergence)."""
+    return "diverged" if math.isnan(mean) else f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
 def markdown_table(summary: dict[str, list[tuple[float, float]]]) -> str:
     steps = max(len(v) for v in summary.values())
     header = "| method | " + " | ".join(f"step {s + 1}" for s in range(steps)) + " |"
     lines = [header, "|---" * (steps + 1) + "|"]
     for method, cells in summary.items():
-        lines.append(f"| {method} | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(mean_std_text(m, s) for m, s in cells) + " |")
     return "\n".join(lines)
 
 
@@ -131,7 +137,7 @@ def final_scores_table(results, names: Sequence[str]) -> str:
     lines = ["| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for method, finals in by_method.items():
         cells = [mean_std([100.0 * f[n] for f in finals]) for n in names]
-        lines.append(f"| {method} | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(mean_std_text(m, s) for m, s in cells) + " |")
     return "\n".join(lines)
 
 

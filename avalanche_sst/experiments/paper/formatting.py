@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from avalanche_sst.experiments.paper.specs import LAST_STEP, TableSpec, resolve_overrides
+from avalanche_sst.experiments.tables import mean_std_text
 
 
 def step_text(step: int) -> str:
@@ -22,7 +23,8 @@ def step_text(step: int) -> str:
 
 
 def fmt_cell(mean: float, std: float, decimals: int = 2) -> str:
-    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+    """``"61.35 ± 0.12"``; "diverged" where a run of the cell diverged (NaN scores, experiments.divergence)."""
+    return mean_std_text(mean, std, decimals)
 
 
 CELL_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*±\s*(\d+(?:\.\d+)?)\s*$")
