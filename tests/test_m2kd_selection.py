@@ -280,3 +280,23 @@ def test_readme_selection_names_the_argument_of_a_negative_exemplar_count(capsys
     with pytest.raises(SystemExit):
         script.main(["--exemplars", "-1", "--record", "unused"])
     assert "--exemplars must be >= 0 (0: exemplar-free M2KD), got -1" in capsys.readouterr().err
+
+
+def test_fig4s_cpu_preset_runs_every_selected_method_at_its_records_choice():
+    """Each method in the m2kd_fig4 selection record (its last line) runs in Fig. 4 at the lr_factor chosen
+    there: a base method through the preset's method_kwargs, a variant (``m2kd:lam=0``) through its name
+    in the table, else the base's factor."""
+    import ast
+    from pathlib import Path
+
+    from avalanche_sst.experiments.registry import parse_variant
+
+    record = Path(__file__).parents[1] / "docs" / "runs" / "selection" / "m2kd_fig4" / "selection.md"
+    chosen = ast.literal_eval(record.read_text().rstrip().splitlines()[-1].strip())
+    kwargs = TABLES["m2kd_fig4"].preset("cpu").method_kwargs
+    in_table = {compared_method(name, ["lr_factor"]): name for name in TABLES["m2kd_fig4"].methods()}
+    assert {"m2kd", "lwf_mc"} <= set(chosen) <= set(in_table)
+    for method, values in chosen.items():
+        base, overrides = parse_variant(in_table[method])
+        factor = overrides.get("lr_factor", kwargs.get(base, {}).get("lr_factor", 1.0))
+        assert factor == values["lr_factor"], method
