@@ -76,7 +76,9 @@ def test_a_sweep_records_diverged_runs_and_goes_on(tmp_path, tiny_data):
     # lr 0.05 x 2e7: iCaRL's loss raises on its NaN outputs inside step 1; fine-tuning's CE does not
     # raise, and its step ends with NaN weights; the plain fine-tuning run is untouched by both.
     methods = ("icarl:lr_factor=2e7", "finetune:lr_factor=2e7", "finetune")
-    results = {r.method: r for r in run_sweep(tiny(methods=methods), tmp_path, data=tiny_data, log=lambda s: None)}
+    # two seeds: the tables' mean ± std over seeds must take the NaN scores
+    preset = tiny(methods=methods, seeds=(0, 1))
+    results = {r.method: r for r in run_sweep(preset, tmp_path, data=tiny_data, log=lambda s: None) if r.seed == 0}
     for name in methods[:2]:
         r = results[name]
         assert r.diverged_at == 1 and all(math.isnan(a) for a in r.accuracies) and len(r.scores) == 2
@@ -88,9 +90,10 @@ def test_a_sweep_records_diverged_runs_and_goes_on(tmp_path, tiny_data):
     assert plain.diverged_at is None and all(0 < a <= 1 for a in plain.accuracies)
     assert "diverged_at_step" not in json.loads((tmp_path / "finetune" / "seed0" / "done.json").read_text())
     assert (tmp_path / "runs.csv").read_text().count("nan") > 0
+    assert "| icarl:lr_factor=2e7 | diverged | diverged |" in (tmp_path / "table.md").read_text()
     # rerunning reads the diverged runs back instead of training them again
     logs: list[str] = []
-    again = {r.method: r for r in run_sweep(tiny(methods=methods), tmp_path, data=tiny_data, log=logs.append)}
+    again = {r.method: r for r in run_sweep(preset, tmp_path, data=tiny_data, log=logs.append)}
     assert again["icarl:lr_factor=2e7"].diverged_at == 1
     assert not any("DIVERGED" in line for line in logs)
 
@@ -100,7 +103,10 @@ def test_a_table_cell_of_a_diverged_run_says_so():
 
     assert fmt_cell(math.nan, math.nan) == "diverged" and parse_cell("diverged") is None
     assert fmt_cell(61.349, 0.123) == "61.35 ± 0.12" and parse_cell(fmt_cell(61.349, 0.123)) == (61.35, 0.12)
-    from avalanche_sst.experiments.tables import markdown_table
+    from avalanche_sst.experiments.tables import markdown_table, mean_std
+
+    assert all(math.isnan(v) for v in mean_std([0.5, math.nan, 0.7]))  # statistics.stdev raises on a NaN
+    assert mean_std([0.5, 0.7]) == (pytest.approx(0.6), pytest.approx(0.1414, abs=1e-4))
 
     assert markdown_table({"icarl": [(98.0, 0.5), (math.nan, math.nan)]}).splitlines()[-1] == \
         "| icarl | 98.00 ± 0.50 | diverged |"

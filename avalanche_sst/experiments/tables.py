@@ -51,9 +51,12 @@ def executor_text(workers: Optional[int], threads_per_run: Optional[int]) -> str
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (ddof=1; 0.0 for a single value): every table's "mean ± std" cell."""
+    """Mean and sample std (ddof=1; 0.0 for a single value): every table's "mean ± std" cell.
+    NaN for both where a run diverged (experiments.divergence; statistics.stdev cannot take a NaN)."""
     values = list(values)
     mean = statistics.fmean(values)
+    if math.isnan(mean):
+        return math.nan, math.nan
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return mean, std
 
