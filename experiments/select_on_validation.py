@@ -37,6 +37,7 @@ from pathlib import Path
 
 from avalanche_sst.experiments.paper import PRESET_NAMES, TABLES
 from avalanche_sst.experiments.selection import (at_grid_edge, best_mean, best_shared, check_rule, chosen_values,
+                                                 compared_method,
                                                  grid_variants, parse_grid)
 from avalanche_sst.experiments.sweep import run_sweep
 
@@ -103,7 +104,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.score = args.score or TABLES[args.table].selection_score
     grid = dict(args.grid)
-    methods = args.methods or list(TABLES[args.table].methods())
+    # a table method that carries its chosen grid value (m2kd:lam=0,lr_factor=31.6) is selected as m2kd:lam=0
+    methods = args.methods or list(dict.fromkeys(compared_method(m, list(grid)) for m in TABLES[args.table].methods()))
     try:
         check_rule(methods, grid, args.seeds)
     except ValueError as err:
