@@ -37,8 +37,7 @@ from pathlib import Path
 
 from avalanche_sst.experiments.paper import PRESET_NAMES, TABLES
 from avalanche_sst.experiments.selection import (at_grid_edge, best_mean, best_shared, check_rule, chosen_values,
-                                                 compared_method,
-                                                 grid_variants, parse_grid)
+                                                 compared_method, grid_variants, parse_grid)
 from avalanche_sst.experiments.sweep import run_sweep
 
 

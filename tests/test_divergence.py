@@ -90,7 +90,9 @@ def test_a_sweep_records_diverged_runs_and_goes_on(tmp_path, tiny_data):
     assert plain.diverged_at is None and all(0 < a <= 1 for a in plain.accuracies)
     assert "diverged_at_step" not in json.loads((tmp_path / "finetune" / "seed0" / "done.json").read_text())
     assert (tmp_path / "runs.csv").read_text().count("nan") > 0
-    assert "| icarl:lr_factor=2e7 | diverged | diverged |" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "| icarl:lr_factor=2e7 | diverged | diverged |\n" in table  # the per-step table
+    assert "| icarl:lr_factor=2e7 | diverged | diverged | diverged |\n" in table  # last step's three scores
     # rerunning reads the diverged runs back instead of training them again
     logs: list[str] = []
     again = {r.method: r for r in run_sweep(preset, tmp_path, data=tiny_data, log=logs.append)}
@@ -110,3 +112,20 @@ def test_a_table_cell_of_a_diverged_run_says_so():
 
     assert markdown_table({"icarl": [(98.0, 0.5), (math.nan, math.nan)]}).splitlines()[-1] == \
         "| icarl | 98.00 ± 0.50 | diverged |"
+
+
+def test_the_selection_record_names_a_diverged_seed(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "select_on_validation", Path(__file__).parents[1] / "experiments" / "select_on_validation.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    per_seed = {"icarl:lr_factor=1": {0: 0.4, 1: 0.5}, "icarl:lr_factor=10": {0: math.nan, 1: 0.9}}
+    best = best_mean({k: list(v.values()) for k, v in per_seed.items()}, ["lr_factor"])
+    text = script.write_record(tmp_path, "cmd", {"lr_factor": (1.0, 10.0)}, [0, 1], per_seed, best, "top1")
+    assert "| icarl:lr_factor=10 | diverged | 90.00 | diverged |" in text
+    assert "| icarl:lr_factor=1 | 40.00 | 50.00 | 45.00 |" in text
+    assert "a grid point with a diverged seed is never chosen" in text
+    assert "Chosen (best mean): icarl:lr_factor=1 (45.00%)" in text

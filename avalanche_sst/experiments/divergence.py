@@ -3,11 +3,12 @@ learning rate its method cannot train at, and the sweep must go on to the other 
 
 A step has diverged when it ends with a non-finite weight or buffer, when it raises while one is
 non-finite or while the network's last output is (Avalanche's iCaRL loss refuses NaN outputs: "all
-elements of input should be between 0 and 1"), or when :class:`~avalanche_sst.plugins.guard.FiniteLossGuard` refused a
-non-finite loss. The run stops at that step; its ``done.json`` names it (``diverged_at_step``, 1-based)
-and that step and every later one score NaN, so no table reads a number from a network that computes
-none, and the selection rule never keeps a grid point at which any seed diverged
-(:func:`avalanche_sst.experiments.selection.best_mean`). Any other error is raised as before.
+elements of input should be between 0 and 1"), or when
+:class:`~avalanche_sst.plugins.guard.FiniteLossGuard` refused a non-finite loss. The run stops at that
+step; its ``done.json`` names it (``diverged_at_step``, 1-based) and that step and every later one score
+NaN, so no table reads a number from a network that computes none, and the selection rule never keeps a
+grid point at which any seed diverged (:func:`avalanche_sst.experiments.selection.best_mean`). Any other
+error is raised as before.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def diverged_tail(names: Sequence[str], steps: int, diverged_at: int, partial_co
                   costs: list, memory: list, inference: list) -> tuple[list, list, list, list]:
     """A run's per-step records (``scores``, ``costs``, ``memory``, ``inference``) completed to ``steps``
     after it diverged in step ``diverged_at`` (1-based): NaN for every score, memory and inference of that
-    step and the later ones (``names`` when no step was scored, else the first step's keys); the cost that step spent before it diverged (``partial_cost``, if it is not
-    counted yet), then 0 (no later step trained)."""
+    step and the later ones (the first step's score keys; ``names`` when no step was scored); the cost that
+    step spent before it diverged (``partial_cost``, if it is not counted yet), then 0 (no later step trained)."""
     names = list(scores[0]) if scores else list(names)  # the per-group scores of class-incremental runs too
     nan = [math.nan] * steps
     costs = costs + [partial_cost] * (diverged_at - len(costs)) + [0.0] * (steps - diverged_at)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from avalanche_sst.experiments.provenance import StaleRunsError, check_provenance, provenance_text
-from avalanche_sst.experiments.tables import mean_std
+from avalanche_sst.experiments.tables import mean_std, mean_std_text
 
 HEADING = "## Overview: score, training cost and memory of every method, per setting"
 
@@ -189,8 +189,8 @@ def setting_table(rows: list[MethodRow]) -> list[str]:
     lines = ["| method | preset | seeds | final score (%) | training cost (k sample-passes) | "
              "peak memory beyond the model | inference (FLOPs / image) |", "|---|---|---|---|---|---|---|"]
     for r, preset in zip(rows, preset_names(rows)):
-        lines.append(f"| `{r.method}` | {preset} | {len(r.seeds)} | {r.score[0]:.2f} ± {r.score[1]:.2f} | "
-                     f"{r.cost[0] / 1e3:.1f} ± {r.cost[1] / 1e3:.1f} | {_bytes_text(r.memory)} | "
+        lines.append(f"| `{r.method}` | {preset} | {len(r.seeds)} | {mean_std_text(*r.score)} | "
+                     f"{mean_std_text(r.cost[0] / 1e3, r.cost[1] / 1e3, 1)} | {_bytes_text(r.memory)} | "
                      f"{_flops_text(r.flops)} |")
     return lines
 

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from avalanche_sst.experiments.paper.equal_compute import (difference_cell, load_sweeps, markdown_table, per_seed,
                                                             plot_lines, seed_stats)
 from avalanche_sst.experiments.paper.stats import ALPHA, seed_test
+from avalanche_sst.experiments.tables import mean_std_text
 
 HEADING = "## Where does it pay? Accuracy against the data per step"
 
@@ -64,7 +65,7 @@ def data_curve_section(sweep_dirs: Sequence[str | Path], frameworks: Sequence[st
              f"hand. Top-1 % on the test set after step {step}, mean ± std over seeds {seeds}; the fraction is "
              f"the share of Fashion-MNIST's training set split into the 4 parts.", ""]
     lines += markdown_table(["train fraction", *(f"`{m}`" for m in methods)],
-                            [[f"{fraction:g}", *(f"{acc[m, step][0]:.2f} ± {acc[m, step][1]:.2f}"
+                            [[f"{fraction:g}", *(mean_std_text(*acc[m, step][:2])
                                                  if (m, step) in acc else "" for m in methods)]
                              for fraction, (acc, _) in points.items()])
     tested = [f for f in frameworks if f in methods]

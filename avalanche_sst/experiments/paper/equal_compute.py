@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from avalanche_sst.experiments.paper.stats import ALPHA, seed_test
-from avalanche_sst.experiments.tables import mean_std
+from avalanche_sst.experiments.tables import mean_std, mean_std_text
 
 HEADING = "## Does it pay at equal compute?"
 
@@ -149,7 +149,7 @@ def equal_compute_section(sweep_dirs: Sequence[str | Path], framework: str | Seq
              f"Top-1 % on the whole test set after each step, mean ± std (sample std) over seeds {seeds}. "
              f"Methods named `<method>:budget=...` are given the framework's training cost step by step.", ""]
     lines += markdown_table(["method", *(f"step {s}" for s in range(1, n_steps + 1))],
-                    [[f"`{m}`", *(f"{acc[m, s][0]:.2f} ± {acc[m, s][1]:.2f}" if (m, s) in acc else ""
+                    [[f"`{m}`", *(mean_std_text(*acc[m, s][:2]) if (m, s) in acc else ""
                                   for s in range(1, n_steps + 1))] for m in order])
     cost = seed_stats(per_seed(rows, "cost"))
     if cost:

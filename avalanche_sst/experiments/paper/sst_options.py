@@ -22,6 +22,7 @@ from typing import Sequence
 from avalanche_sst.experiments.paper.equal_compute import (difference_cell, load_sweeps, markdown_table, per_seed,
                                                             seed_stats)
 from avalanche_sst.experiments.paper.stats import ALPHA, seed_test
+from avalanche_sst.experiments.tables import mean_std_text
 
 HEADING = "## Options beyond the paper, on the validation slices"
 MEAN = "mean"  # the step key of the per-seed average over the compared steps
@@ -103,7 +104,7 @@ def option_ablation_section(sweep_dirs: Sequence[str | Path], reference: str = "
              f"mean ± std over seeds {seeds}. Each variant switches on one option beyond the paper; the paper's "
              f"framework is `{reference}`.", ""]
     lines += markdown_table(["method", *(f"step {s}" for s in range(1, n_steps + 1)), mean_label],
-                            [[f"`{m}`", *(f"{acc[m, s][0]:.2f} ± {acc[m, s][1]:.2f}" if (m, s) in acc else ""
+                            [[f"`{m}`", *(mean_std_text(*acc[m, s][:2]) if (m, s) in acc else ""
                                           for s in [*range(1, n_steps + 1), MEAN])] for m in methods])
     lines += ["", f"Each method minus `{reference}` (points), with the two-sided p-value of a paired t-test over "
               f"the seeds (significant: p < {ALPHA:g}); the last column tests each seed's {mean_label}:", ""]
