@@ -67,8 +67,9 @@ def test_a_grid_point_with_a_diverged_seed_is_never_chosen():
     assert best["lwf_mc"][0] == "lwf_mc:lr_factor=31.6"
     with pytest.raises(ValueError, match="icarl: a run diverged at every grid point"):
         best_mean({"icarl:lr_factor=1": [math.nan], "icarl:lr_factor=3.16": [0.2, math.nan]}, ["lr_factor"])
-    shared, mean = best_shared({"a:lr_factor=1": [0.3], "b:lr_factor=1": [0.3],
-                                "a:lr_factor=10": [0.9], "b:lr_factor=10": [math.nan]}, ["lr_factor"])
+    # the diverged point first: a plain max() over NaN means would keep it
+    shared, mean = best_shared({"a:lr_factor=10": [0.9], "b:lr_factor=10": [math.nan],
+                                "a:lr_factor=1": [0.3], "b:lr_factor=1": [0.3]}, ["lr_factor"])
     assert shared == {"lr_factor": 1.0} and mean == pytest.approx(0.3)
 
 
