@@ -70,6 +70,11 @@ def test_kmeans_exact_codebook_up_to_two_to_the_bits_distinct_values() -> None:
     # 2**bits distinct values: each its own centroid, the book float32 even for float64 input
     book, codes = kmeans_codebook(torch.tensor([10.0, 0.0, 2.0, 1.0], dtype=torch.float64), 2)
     assert book.dtype == torch.float32 and book.tolist() == [0.0, 1.0, 2.0, 10.0] and codes.tolist() == [3, 0, 2, 1]
+    # exactly 2**bits distinct values that Lloyd from the grid 0, 3, 6, 9 would not separate (it ends
+    # with centroids 0, 0.67, 2, 9): the book is still every distinct value
+    values = torch.tensor([0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 9.0])
+    book, codes = kmeans_codebook(values, 2)
+    assert book.tolist() == [0.0, 1.0, 2.0, 9.0] and codes.tolist() == [0, 0, 1, 1, 2, 2, 3]
     # 3 bits: 7 distinct values -> 7 entries (not 8 k-means centroids)
     book, codes = kmeans_codebook(torch.arange(7, dtype=torch.float32), 3)
     assert book.tolist() == list(range(7)) and codes.tolist() == list(range(7))
