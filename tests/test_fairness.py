@@ -17,9 +17,11 @@ def test_fig4_lists_its_uneven_learning_rates_and_its_untuned_baselines(tmp_path
     fig4 = TABLES["m2kd_fig4"]
     lines = table_differences(fig4, "cpu", tmp_path)
     assert lines[0].startswith("extra_epochs: 0 for `finetune`") and "(declared: fine-tuning after pruning" in lines[0]
-    assert lines[1] == ("learning rate: the preset's (lr_scratch=0.1, lr_finetune=0.1) for `finetune`, `lwf`, "
-                        "`ewc`, `rwalk`, `cumulative`; lr_factor=10.0 for `lwf_mc`, `m2kd:prune_ratio=0`, `m2kd`, "
-                        "`icarl_m2kd`; lr_factor=31.6 for `m2kd:lam=0,lr_factor=31.6`; lr_factor=3.16 for `icarl`")
+    # each method at its own selected factor (Cumulative's is 1: the preset's own rate)
+    assert lines[1] == ("learning rate: lr_factor=10.0 for `finetune`, `lwf`, `lwf_mc`, `m2kd:prune_ratio=0`, `m2kd`, "
+                        "`icarl_m2kd`; lr_factor=0.1 for `ewc`; lr_factor=3.16 for `rwalk`, `icarl`; lr_factor=31.6 "
+                        "for `m2kd:lam=0,lr_factor=31.6`; the preset's (lr_scratch=0.1, lr_finetune=0.1) for "
+                        "`cumulative`")
     assert lines[2] == (f"selected on validation (`{tmp_path.as_posix()}/m2kd_fig4`): `lwf_mc`, `m2kd`; not selected: "
                         "`finetune`, `lwf`, `ewc`, `rwalk`, `icarl`, `icarl_m2kd`, `cumulative`")
     assert len(lines) == 3

@@ -51,3 +51,35 @@ def test_accuracy_and_equal_compute_figures_use_the_style(captured, tmp_path):
     assert len(captured) == 2
     for fig in captured:
         _check_lines_and_legend(fig)
+
+
+def test_panels_by_method_keeps_one_panel_up_to_seventy_labels_then_one_per_base_method():
+    from avalanche_sst.experiments.figure_style import panels_by_method
+
+    assert panels_by_method(["a", "b", "a"]) == [["a", "b"]]
+    assert panels_by_method([f"m{i}" for i in range(70)]) == [[f"m{i}" for i in range(70)]]
+    grid = [f"{base}:lr_factor={f}" for base in ("m2kd", "lwf_mc", "ewc") for f in range(24)]  # 72 labels
+    panels = panels_by_method(grid)
+    assert panels == [[f"{base}:lr_factor={f}" for f in range(24)] for base in ("m2kd", "lwf_mc", "ewc")]
+    # a variant's own keys stay with its base method ("m2kd:lam=0,lr_factor=1" is an m2kd curve)
+    assert panels_by_method([*grid, "m2kd:lam=0,lr_factor=1"])[0][-1] == "m2kd:lam=0,lr_factor=1"
+    with pytest.raises(ValueError, match="m2kd: 71 labels in one panel"):
+        panels_by_method([f"m2kd:lr_factor={f}" for f in range(71)])
+
+
+def test_a_selection_sweeps_77_curves_are_drawn_in_one_panel_per_method(captured, tmp_path):
+    """A selection sweep of 11 methods x 7 grid points (Fig. 4's) wrote its runs, then the accuracy
+    figure refused its 77 labels; it now draws 11 panels of 7 distinct curves."""
+    from avalanche_sst.experiments.tables import plot_accuracy
+
+    bases = [f"method{i}" for i in range(11)]
+    summary = {f"{b}:lr_factor={f}": [(50.0 + k, 1.0) for k in range(5)] for b in bases for f in range(7)}
+    plot_accuracy(summary, tmp_path / "accuracy.png", title="grid")
+    (fig,) = captured
+    drawn = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(drawn) == 11 and len(fig.axes) == 12  # a 4 x 3 grid, the last cell hidden
+    for ax, base in zip(drawn, bases):
+        labels = [c.get_label() for c in ax.containers]
+        assert labels == [f"{base}:lr_factor={f}" for f in range(7)]
+        assert len({(c.lines[0].get_color(), c.lines[0].get_marker()) for c in ax.containers}) == 7
+    assert fig._suptitle.get_text() == "grid"

@@ -210,24 +210,39 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
 
 
 def plot_accuracy(summary, path: Path, title: str = "") -> None:
+    """Mean ± std of the primary score after each step, one line per method; a sweep with more methods
+    than distinct styles (a selection grid) gets one panel per base method (figure_style.panels_by_method)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, save_figure
+    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, panels_by_method, save_figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    styles = method_styles(list(summary))
-    for method, cells in summary.items():
-        steps = range(1, len(cells) + 1)
-        means = [m for m, _ in cells]
-        stds = [s for _, s in cells]
-        ax.errorbar(steps, means, yerr=stds, capsize=3, label=method, **styles[method])
-    ax.set_xlabel("step (experience)")
-    ax.set_ylabel("Top-1 accuracy on the test set (%)")
-    ax.set_xticks(list(range(1, max(len(c) for c in summary.values()) + 1)))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    legend_outside(ax)
+    panels = panels_by_method(list(summary))
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6, 4) if len(panels) == 1 else (4.5 * cols, 3.6 * rows),
+                             squeeze=False)
+    steps_max = max(len(c) for c in summary.values())
+    for ax, labels in zip(axes.flat, panels):
+        styles = method_styles(labels)
+        for method in labels:
+            cells = summary[method]
+            ax.errorbar(range(1, len(cells) + 1), [m for m, _ in cells], yerr=[s for _, s in cells], capsize=3,
+                        label=method, **styles[method])
+        ax.set_xlabel("step (experience)")
+        ax.set_ylabel("Top-1 accuracy on the test set (%)")
+        ax.set_xticks(list(range(1, steps_max + 1)))
+        ax.grid(alpha=0.3)
+        if len(panels) == 1:
+            legend_outside(ax)
+        else:
+            legend_outside(ax, where="below", fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if len(panels) == 1:
+        axes[0][0].set_title(title)
+    else:
+        fig.suptitle(title)
     save_figure(fig, path)

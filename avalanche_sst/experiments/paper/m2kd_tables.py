@@ -43,15 +43,16 @@ def _cpu(**changes) -> Preset:
         train_fraction=0.2, test_fraction=1.0, validation_fraction=0.0, batch_size=64, eval_batch_size=1000,
         # every step learns new classes: the from-scratch lr and epochs at every step
         epochs_scratch=4, epochs_finetune=4, lr_scratch=0.1, lr_finetune=0.1, momentum=0.9, weight_decay=5e-4,
-        # lr_factor of the BCE methods chosen by the rule (docs/runs/selection/m2kd_fig4, the curve's mean over
-        # factors 0.1-31.6 x seeds 0-2; the variants' choices are in their FIG4_METHODS names); the
-        # cross-entropy baselines' choices come from the same command without --methods (in progress: its
-        # finished runs are kept in docs/runs/selection/m2kd_fig4/finished_runs)
-        # python experiments/select_on_validation.py m2kd_fig4 --grid lr_factor=0.1,0.316,1,3.16,10,31.6 \
+        # lr_factor of every method chosen by the rule (docs/runs/selection/m2kd_fig4, the curve's mean over
+        # factors 0.1-100 x seeds 0-2; the variants' choices are in their FIG4_METHODS names). EWC's choice
+        # sits at the grid's lowest point, so the grid is being extended to 0.0316 (docs/m2kd.md, step 1)
+        # python experiments/select_on_validation.py m2kd_fig4 --grid lr_factor=0.1,0.316,1,3.16,10,31.6,100 \
         #     --seeds 0 1 2 --workers 2
         method_kwargs={"m2kd": {"lr_factor": 10.0}, "lwf_mc": {"lr_factor": 10.0},
                        "icarl": {"lr_factor": 3.16, "memory_size": 2000},
-                       "icarl_m2kd": {"lr_factor": 10.0, "memory_size": 2000}},
+                       "icarl_m2kd": {"lr_factor": 10.0, "memory_size": 2000},
+                       "finetune": {"lr_factor": 10.0}, "lwf": {"lr_factor": 10.0}, "ewc": {"lr_factor": 0.1},
+                       "rwalk": {"lr_factor": 3.16}, "cumulative": {"lr_factor": 1.0}},
         device="cpu",
     )
     return base.replace(**changes)
