@@ -77,8 +77,9 @@ def test_a_selection_sweeps_77_curves_are_drawn_in_one_panel_per_method(captured
     plot_accuracy(summary, tmp_path / "accuracy.png", title="grid")
     (fig,) = captured
     drawn = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(drawn) == 11 and len(fig.axes) == 12  # a 4 x 3 grid, the last cell hidden
+    assert len(drawn) == 11 and len(fig.axes) == 12  # a 6 x 2 grid, the last cell hidden
     for ax, base in zip(drawn, bases):
+        assert ax.get_title() == base
         labels = [c.get_label() for c in ax.containers]
         assert labels == [f"{base}:lr_factor={f}" for f in range(7)]
         assert len({(c.lines[0].get_color(), c.lines[0].get_marker()) for c in ax.containers}) == 7

@@ -220,10 +220,11 @@ def plot_accuracy(summary, path: Path, title: str = "") -> None:
     from avalanche_sst.experiments.figure_style import legend_outside, method_styles, panels_by_method, save_figure
 
     panels = panels_by_method(list(summary))
-    cols = min(3, len(panels))
+    cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6, 4) if len(panels) == 1 else (4.5 * cols, 3.6 * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6, 4) if len(panels) == 1 else (13, 3.4 * rows), squeeze=False)
+    if len(panels) > 1:
+        fig.subplots_adjust(wspace=0.8, hspace=0.45)  # room for each panel's legend beside it
     steps_max = max(len(c) for c in summary.values())
     for ax, labels in zip(axes.flat, panels):
         styles = method_styles(labels)
@@ -238,7 +239,8 @@ def plot_accuracy(summary, path: Path, title: str = "") -> None:
         if len(panels) == 1:
             legend_outside(ax)
         else:
-            legend_outside(ax, where="below", fontsize=6)
+            ax.set_title(labels[0].split(":", 1)[0], fontsize=9)
+            legend_outside(ax, fontsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     if len(panels) == 1:
