@@ -74,12 +74,12 @@ def test_a_selection_sweeps_77_curves_are_drawn_in_one_panel_per_method(captured
 
     bases = [f"method{i}" for i in range(11)]
     summary = {f"{b}:lr_factor={f}": [(50.0 + k, 1.0) for k in range(5)] for b in bases for f in range(7)}
-    plot_accuracy(summary, tmp_path / "accuracy.png", title="grid")
+    plot_accuracy(summary, tmp_path / "accuracy.png", title="grid", split="validation slices")
     (fig,) = captured
     drawn = [ax for ax in fig.axes if ax.get_visible()]
     assert len(drawn) == 11 and len(fig.axes) == 12  # a 6 x 2 grid, the last cell hidden
     for ax, base in zip(drawn, bases):
-        assert ax.get_title() == base
+        assert ax.get_title() == base and ax.get_ylabel() == "Top-1 accuracy on the validation slices (%)"
         labels = [c.get_label() for c in ax.containers]
         assert labels == [f"{base}:lr_factor={f}" for f in range(7)]
         assert len({(c.lines[0].get_color(), c.lines[0].get_marker()) for c in ax.containers}) == 7

@@ -263,9 +263,14 @@ def test_resume_is_bit_identical_in_the_new_settings(tmp_path, tiny_data, method
     assert (tmp_path / "resumed" / "table.csv").read_text() == (tmp_path / "straight" / "table.csv").read_text()
 
 
-def test_evaluate_on_valid_scores_the_validation_slices(tmp_path, tiny_data):
+def test_evaluate_on_valid_scores_the_validation_slices(tmp_path, tiny_data, monkeypatch):
+    from avalanche_sst.experiments import tables
+
+    splits = []
+    monkeypatch.setattr(tables, "plot_accuracy", lambda summary, path, title="", split="test set": splits.append(split))
     preset = tiny(validation_fraction=0.25, evaluate_on="valid")
     (result,) = run_sweep(preset, tmp_path, data=tiny_data, log=lambda s: None)
+    assert splits == ["validation slices"]  # the figure's y axis names what was scored
     # 10 validation images per class: 20 seen after step 1, 40 after step 2 (the test set has 40 and 80)
     first, second = (s["top1_seen"] for s in result.scores)
     assert abs(first * 20 - round(first * 20)) < 1e-6 and abs(second * 40 - round(second * 40)) < 1e-6

@@ -206,10 +206,11 @@ def write_tables(results, out: Path, preset, command: Optional[str] = None, wall
                               *_provenance_cells(r, i), *(f"{r.scores[i][n]:.6f}" for n in extra),
                               *(f"{r.scores[i][n]:.6f}" if n in r.scores[i] else "" for n in groups)]
                              for i, a in enumerate(r.accuracies))
-    plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}")
+    split = "validation slices" if getattr(preset, "evaluate_on", "test") == "valid" else "test set"
+    plot_accuracy(summary, out / "accuracy.png", title=f"{preset.dataset} / {preset.model}", split=split)
 
 
-def plot_accuracy(summary, path: Path, title: str = "") -> None:
+def plot_accuracy(summary, path: Path, title: str = "", split: str = "test set") -> None:
     """Mean ± std of the primary score after each step, one line per method; a sweep with more methods
     than distinct styles (a selection grid) gets one panel per base method (figure_style.panels_by_method)."""
     import matplotlib
@@ -233,7 +234,7 @@ def plot_accuracy(summary, path: Path, title: str = "") -> None:
             ax.errorbar(range(1, len(cells) + 1), [m for m, _ in cells], yerr=[s for _, s in cells], capsize=3,
                         label=method, **styles[method])
         ax.set_xlabel("step (experience)")
-        ax.set_ylabel("Top-1 accuracy on the test set (%)")
+        ax.set_ylabel(f"Top-1 accuracy on the {split} (%)")
         ax.set_xticks(list(range(1, steps_max + 1)))
         ax.grid(alpha=0.3)
         if len(panels) == 1:
