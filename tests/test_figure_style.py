@@ -56,13 +56,14 @@ def test_accuracy_and_equal_compute_figures_use_the_style(captured, tmp_path):
 def test_panels_by_method_keeps_one_panel_up_to_seventy_labels_then_one_per_base_method():
     from avalanche_sst.experiments.figure_style import panels_by_method
 
-    assert panels_by_method(["a", "b", "a"]) == [["a", "b"]]
-    assert panels_by_method([f"m{i}" for i in range(70)]) == [[f"m{i}" for i in range(70)]]
+    assert panels_by_method(["a", "b", "a"]) == {"": ["a", "b"]}
+    assert panels_by_method([f"m{i}" for i in range(70)]) == {"": [f"m{i}" for i in range(70)]}
     grid = [f"{base}:lr_factor={f}" for base in ("m2kd", "lwf_mc", "ewc") for f in range(24)]  # 72 labels
     panels = panels_by_method(grid)
-    assert panels == [[f"{base}:lr_factor={f}" for f in range(24)] for base in ("m2kd", "lwf_mc", "ewc")]
+    assert panels == {base: [f"{base}:lr_factor={f}" for f in range(24)] for base in ("m2kd", "lwf_mc", "ewc")}
+    assert list(panels) == ["m2kd", "lwf_mc", "ewc"]  # first-seen order
     # a variant's own keys stay with its base method ("m2kd:lam=0,lr_factor=1" is an m2kd curve)
-    assert panels_by_method([*grid, "m2kd:lam=0,lr_factor=1"])[0][-1] == "m2kd:lam=0,lr_factor=1"
+    assert panels_by_method([*grid, "m2kd:lam=0,lr_factor=1"])["m2kd"][-1] == "m2kd:lam=0,lr_factor=1"
     with pytest.raises(ValueError, match="m2kd: 71 labels in one panel"):
         panels_by_method([f"m2kd:lr_factor={f}" for f in range(71)])
 

@@ -31,18 +31,18 @@ def method_styles(labels: Sequence[str]) -> dict[str, dict]:
             for i, label in enumerate(unique)}
 
 
-def panels_by_method(labels: Sequence[str]) -> list[list[str]]:
-    """The labels of one figure split into panels that :func:`method_styles` can tell apart.
+def panels_by_method(labels: Sequence[str]) -> dict[str, list[str]]:
+    """The labels of one figure split into panels that :func:`method_styles` can tell apart, by title.
 
-    Up to 70 labels share one panel. Beyond that (a selection sweep's grid: 11 methods x 7 lr
-    factors), one panel per base method (the label before its first ``:``), in first-seen order, so
-    each panel holds one method's grid points. A base method with more than 70 labels of its own
-    raises ValueError.
+    Up to 70 labels share one untitled panel (key ``""``). Beyond that (a selection sweep's grid: 11
+    methods x 7 lr factors), one panel per base method (the label before its first ``:``, its title),
+    in first-seen order, so each panel holds one method's grid points. A base method with more than 70
+    labels of its own raises ValueError.
     """
     unique = list(dict.fromkeys(labels))
     limit = len(COLORS) * len(MARKERS)
     if len(unique) <= limit:
-        return [unique] if unique else []
+        return {"": unique} if unique else {}
     panels: dict[str, list[str]] = {}
     for label in unique:
         panels.setdefault(label.split(":", 1)[0], []).append(label)
@@ -50,7 +50,7 @@ def panels_by_method(labels: Sequence[str]) -> list[list[str]]:
     if crowded:
         raise ValueError(f"{crowded[0]}: {len(panels[crowded[0]])} labels in one panel; at most {limit} have "
                          "distinct colour-and-marker pairs: split the figure")
-    return list(panels.values())
+    return panels
 
 
 def legend_outside(ax, where: str = "right", fontsize: int = 8, **kwargs):

@@ -221,13 +221,15 @@ def plot_accuracy(summary, path: Path, title: str = "", split: str = "test set")
     from avalanche_sst.experiments.figure_style import legend_outside, method_styles, panels_by_method, save_figure
 
     panels = panels_by_method(list(summary))
+    single = len(panels) == 1
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6, 4) if len(panels) == 1 else (13, 3.4 * rows), squeeze=False)
-    if len(panels) > 1:
+    fig, axes = plt.subplots(rows, cols, figsize=(6, 4) if single else (13, 3.4 * rows), squeeze=False)
+    if not single:
         fig.subplots_adjust(wspace=0.8, hspace=0.45)  # room for each panel's legend beside it
+        fig.suptitle(title)
     steps_max = max(len(c) for c in summary.values())
-    for ax, labels in zip(axes.flat, panels):
+    for ax, (panel_title, labels) in zip(axes.flat, panels.items()):
         styles = method_styles(labels)
         for method in labels:
             cells = summary[method]
@@ -237,15 +239,12 @@ def plot_accuracy(summary, path: Path, title: str = "", split: str = "test set")
         ax.set_ylabel(f"Top-1 accuracy on the {split} (%)")
         ax.set_xticks(list(range(1, steps_max + 1)))
         ax.grid(alpha=0.3)
-        if len(panels) == 1:
+        if single:
+            ax.set_title(title)
             legend_outside(ax)
         else:
-            ax.set_title(labels[0].split(":", 1)[0], fontsize=9)
+            ax.set_title(panel_title, fontsize=9)
             legend_outside(ax, fontsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    if len(panels) == 1:
-        axes[0][0].set_title(title)
-    else:
-        fig.suptitle(title)
     save_figure(fig, path)
