@@ -82,7 +82,7 @@ def _tiny(**changes) -> Preset:
 
 FINETUNE_REASON = ("fine-tuning after pruning is part of M2KD (sec. 3.3: 15 epochs after the 80, here the same "
                    "share of the preset's epochs); the no-pruning variant has none")
-# the variant's own choice in docs/runs/selection/m2kd_fig4 (at the grid's highest value: see its record)
+# the variant's own choice in docs/runs/selection/m2kd_fig4 (inside the grid since it reaches factor 100)
 NO_AD = "m2kd:lam=0,lr_factor=31.6"
 FIG4_METHODS = (
     ("Fine-tuning", "finetune"), ("LwF", "lwf"), ("EWC", "ewc"), ("RWalk", "rwalk"), ("LwF-MC", "lwf_mc"),
