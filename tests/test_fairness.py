@@ -18,20 +18,21 @@ def test_fig4_lists_its_uneven_learning_rates_and_its_untuned_baselines(tmp_path
     lines = table_differences(fig4, "cpu", tmp_path)
     assert lines[0].startswith("extra_epochs: 0 for `finetune`") and "(declared: fine-tuning after pruning" in lines[0]
     # each method at its own selected factor (Cumulative's is 1: the preset's own rate)
-    assert lines[1] == ("learning rate: lr_factor=10.0 for `finetune`, `lwf`, `lwf_mc`, `m2kd:prune_ratio=0`, `m2kd`, "
-                        "`icarl_m2kd`; lr_factor=0.1 for `ewc`; lr_factor=3.16 for `rwalk`, `icarl`; lr_factor=31.6 "
-                        "for `m2kd:lam=0,lr_factor=31.6`; the preset's (lr_scratch=0.1, lr_finetune=0.1) for "
-                        "`cumulative`")
+    assert lines[1] == ("learning rate: lr_factor=10.0 for `finetune`, `lwf`, `m2kd`, `icarl_m2kd`; lr_factor=0.1 "
+                        "for `ewc`; lr_factor=3.16 for `rwalk`, `icarl`; lr_factor=0.0316 for `lwf_mc`, "
+                        "`m2kd:prune_ratio=0,lr_factor=0.0316`; lr_factor=31.6 for `m2kd:lam=0,lr_factor=31.6`; the "
+                        "preset's (lr_scratch=0.1, lr_finetune=0.1) for `cumulative`")
     assert lines[2] == (f"selected on validation (`{tmp_path.as_posix()}/m2kd_fig4`): `lwf_mc`, `m2kd`; not selected: "
                         "`finetune`, `lwf`, `ewc`, `rwalk`, `icarl`, `icarl_m2kd`, `cumulative`")
     assert len(lines) == 3
     # one lr_factor for every method (the one M2KD (no L_AD) carries in its name), no selection record:
-    # only the declared epochs
+    # only the declared epochs and the one variant that carries another factor in its name
     bases = {m.split(":")[0] for m in fig4.methods()}
     even = {n: p.replace(method_kwargs={m: {"lr_factor": 31.6, **({"memory_size": 2000} if "icarl" in m else {})}
                                         for m in bases}) for n, p in fig4.presets.items()}
     lines = table_differences(dataclasses.replace(fig4, presets=even), "cpu", tmp_path / "none")
-    assert len(lines) == 1 and lines[0].startswith("extra_epochs")
+    assert len(lines) == 2 and lines[0].startswith("extra_epochs")
+    assert lines[1].endswith("; lr_factor=0.0316 for `m2kd:prune_ratio=0,lr_factor=0.0316`")
 
 
 def test_the_section_lists_tables_with_and_without_differences(tmp_path):

@@ -44,11 +44,11 @@ def _cpu(**changes) -> Preset:
         # every step learns new classes: the from-scratch lr and epochs at every step
         epochs_scratch=4, epochs_finetune=4, lr_scratch=0.1, lr_finetune=0.1, momentum=0.9, weight_decay=5e-4,
         # lr_factor of every method chosen by the rule (docs/runs/selection/m2kd_fig4, the curve's mean over
-        # factors 0.1-100 x seeds 0-2; the variants' choices are in their FIG4_METHODS names). EWC's choice
-        # sits at the grid's lowest point, so the grid is being extended to 0.0316 (docs/m2kd.md, step 1)
-        # python experiments/select_on_validation.py m2kd_fig4 --grid lr_factor=0.1,0.316,1,3.16,10,31.6,100 \
-        #     --seeds 0 1 2 --workers 2
-        method_kwargs={"m2kd": {"lr_factor": 10.0}, "lwf_mc": {"lr_factor": 10.0},
+        # factors 0.01-100 x seeds 0-2, no choice at the grid's edge; the variants' choices are in their
+        # FIG4_METHODS names). Table 1 and the ladders vary M2KD's parts at one factor, M2KD's.
+        # python experiments/select_on_validation.py m2kd_fig4 \
+        #     --grid lr_factor=0.01,0.0316,0.1,0.316,1,3.16,10,31.6,100 --seeds 0 1 2 --workers 2
+        method_kwargs={"m2kd": {"lr_factor": 10.0}, "lwf_mc": {"lr_factor": 0.0316},
                        "icarl": {"lr_factor": 3.16, "memory_size": 2000},
                        "icarl_m2kd": {"lr_factor": 10.0, "memory_size": 2000},
                        "finetune": {"lr_factor": 10.0}, "lwf": {"lr_factor": 10.0}, "ewc": {"lr_factor": 0.1},
@@ -82,11 +82,12 @@ def _tiny(**changes) -> Preset:
 
 FINETUNE_REASON = ("fine-tuning after pruning is part of M2KD (sec. 3.3: 15 epochs after the 80, here the same "
                    "share of the preset's epochs); the no-pruning variant has none")
-# the variant's own choice in docs/runs/selection/m2kd_fig4 (inside the grid since it reaches factor 100)
+# the variants' own choices in docs/runs/selection/m2kd_fig4 (both inside the grid 0.01-100)
 NO_AD = "m2kd:lam=0,lr_factor=31.6"
+NO_PRUNING = "m2kd:prune_ratio=0,lr_factor=0.0316"
 FIG4_METHODS = (
     ("Fine-tuning", "finetune"), ("LwF", "lwf"), ("EWC", "ewc"), ("RWalk", "rwalk"), ("LwF-MC", "lwf_mc"),
-    ("M2KD (no L_AD)", NO_AD), ("M2KD (no pruning)", "m2kd:prune_ratio=0"), ("M2KD", "m2kd"),
+    ("M2KD (no L_AD)", NO_AD), ("M2KD (no pruning)", NO_PRUNING), ("M2KD", "m2kd"),
     ("iCaRL", "icarl"), ("iCaRL M2KD", "icarl_m2kd"), ("Upper bound", "cumulative"),
 )
 STEPS = 5
