@@ -45,7 +45,7 @@ def _cpu(**changes) -> Preset:
         epochs_scratch=4, epochs_finetune=4, lr_scratch=0.1, lr_finetune=0.1, momentum=0.9, weight_decay=5e-4,
         # lr_factor of every method chosen by the rule (docs/runs/selection/m2kd_fig4, the curve's mean over
         # factors 0.01-100 x seeds 0-2, no choice at the grid's edge; the variants' choices are in their
-        # FIG4_METHODS names). Table 1 and the ladders vary M2KD's parts at one factor, M2KD's.
+        # FIG4_METHODS names). Table 1 varies only the ratio, at M2KD's factor; the ladders carry their own.
         # python experiments/select_on_validation.py m2kd_fig4 \
         #     --grid lr_factor=0.01,0.0316,0.1,0.316,1,3.16,10,31.6,100 --seeds 0 1 2 --workers 2
         method_kwargs={"m2kd": {"lr_factor": 10.0}, "lwf_mc": {"lr_factor": 0.0316},
