@@ -149,6 +149,59 @@ def test_lr_factor_scales_a_methods_own_learning_rates(monkeypatch):
             {**expected, "lr_finetune": 0.5 * preset.lr_finetune})
 
 
+def test_lr_finetune_factor_scales_the_later_steps_rate_alone(monkeypatch):
+    """The edge tables' first step trains the teacher every method starts from: lr_finetune_factor scales
+    only lr_finetune (the edge step's rate when lr_incremental is not given), so a grid over it leaves
+    the teacher's lr_scratch as it is; where an own rate replaces lr_finetune it is refused (inert)."""
+    import functools
+
+    import torch
+
+    from avalanche_sst.experiments.methods import METHODS, StrategyContext, get_method
+
+    preset = TABLES["edge_table4"].presets["tiny"].replace(lr_scratch=0.1, lr_finetune=0.01)
+    ctx = StrategyContext(model=torch.nn.Linear(4, 2), config=preset, evaluator=None, device=torch.device("cpu"))
+    seen = {}
+    for name in ("edge_kt", "lwf"):
+        real = METHODS[name]
+
+        @functools.wraps(real.build)
+        def capture(ctx, **kwargs):
+            seen.update(kwargs, lr_scratch=ctx.config.lr_scratch, lr_finetune=ctx.config.lr_finetune)
+
+        monkeypatch.setitem(METHODS, name, dataclasses.replace(real, build=capture))
+        seen.clear()
+        get_method(f"{name}:lr_finetune_factor=0.316").build(ctx)
+        assert {k: v for k, v in seen.items() if k.startswith("lr")} == pytest.approx(
+            {"lr_scratch": 0.1, "lr_finetune": 0.00316})
+        seen.clear()  # with lr_factor: both rates scaled by it, lr_finetune by both
+        get_method(f"{name}:lr_finetune_factor=0.5", {"lr_factor": 2.0}).build(ctx)
+        assert {k: v for k, v in seen.items() if k.startswith("lr")} == pytest.approx(
+            {"lr_scratch": 0.2, "lr_finetune": 0.01})
+    with pytest.raises(ValueError, match="drop lr_incremental from the variant and the preset's method_kwargs"):
+        get_method("edge_kt:lr_finetune_factor=0.5", {"lr_incremental": 0.003})
+    with pytest.raises(ValueError, match=r"drop lr, lr_min .*or use lr_factor"):  # Ada-QPacknet's own Adam rates
+        get_method("adaqpacknet:lr_finetune_factor=0.5")
+    with pytest.raises(ValueError, match=r"lr_finetune_factor must be a number > 0 .*lr_finetune\), got -1"):
+        get_method("lwf:lr_finetune_factor=-1")
+
+
+def test_edge_table4_selects_every_method_family_by_the_rule():
+    """Table 4's compared families (KT, fine-tuning, LwF, Cumulative) run at the incremental rate the
+    record chose for each (every threshold at its family's), scored on the mean of old and new classes."""
+    from avalanche_sst.experiments.paper.edge_tables import TABLE4_CHOICES
+
+    table = TABLES["edge_table4"]
+    assert table.selection_score == "mean"
+    for name in ("edge_table4", "edge_table1"):
+        assert TABLES[name].preset("cpu").method_kwargs == TABLE4_CHOICES
+    assert {compared_method(m, ["lr_finetune_factor"]).split(":")[0] for m in table.methods()} == {
+        "edge_kt", "edge_finetune", "lwf", "cumulative"}
+    assert all("lr_incremental" not in kwargs for kwargs in TABLE4_CHOICES.values())  # it would make the grid inert
+    assert TABLES["edge_table7"].preset("cpu").method_kwargs["edge_kt"] == {"lr_incremental": 0.003,
+                                                                             "j1_outputs": "known"}
+
+
 def _fake_sweep(table, seen, curve_means=None):
     """A run_sweep stand-in: each run's last step scores ``table[(method, lr_factor)][seed]`` as top1_seen
     and ``curve_means`` (default: the same table) as avg_incremental."""

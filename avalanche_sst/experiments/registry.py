@@ -176,8 +176,9 @@ def get_method(name: str, defaults: Optional[dict] = None) -> Method:
     if not overrides:
         return method
     accepted = accepted_overrides(method)
-    if LR_FACTOR in overrides and LR_FACTOR not in (accepted or ()):
-        return _with_lr_factor(method, name, overrides)
+    factors = [k for k in (LR_FACTOR, LR_FINETUNE_FACTOR) if k in overrides and k not in (accepted or ())]
+    if factors:
+        return _with_lr_factors(method, name, overrides, factors)
     if accepted is not None:
         for key in overrides:
             if key not in accepted:
@@ -192,26 +193,40 @@ def get_method(name: str, defaults: Optional[dict] = None) -> Method:
 #: (a builder that takes ``lr_factor`` itself, e.g. M2KD's, gives it the same meaning), so one
 #: selection grid covers every method of a table.
 LR_FACTOR = "lr_factor"
+#: Scales the preset's ``lr_finetune`` alone (every step after the first): where the first step trains
+#: the network every method starts from (the edge tables' teacher), a grid over the later steps' rate
+#: leaves that network as the preset trains it.
+LR_FINETUNE_FACTOR = "lr_finetune_factor"
 
 
-def _with_lr_factor(method: Method, name: str, overrides: dict) -> Method:
-    """``method`` with its other overrides, built under the preset's lrs times ``overrides["lr_factor"]``;
-    the method's own ``lr_args`` (given, else their builder defaults; None: the preset's) are scaled too."""
-    rest = {k: v for k, v in overrides.items() if k != LR_FACTOR}
-    factor = overrides[LR_FACTOR]
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
-        raise ValueError(f"method variant {name!r}: lr_factor must be a number > 0 (it scales the preset's "
-                         f"lr_scratch and lr_finetune), got {factor!r}")
+def _factor(name: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        scales = "lr_scratch and lr_finetune" if key == LR_FACTOR else "lr_finetune"
+        raise ValueError(f"method variant {name!r}: {key} must be a number > 0 (it scales the preset's "
+                         f"{scales}), got {value!r}")
+    return float(value)
+
+
+def _with_lr_factors(method: Method, name: str, overrides: dict, keys: list[str]) -> Method:
+    """``method`` with its other overrides, built under the preset's lrs times ``overrides["lr_factor"]``
+    (``lr_finetune`` also times ``overrides["lr_finetune_factor"]``); the method's own ``lr_args`` (given,
+    else their builder defaults; None: the preset's) are scaled by ``lr_factor``. ``lr_finetune_factor``
+    is refused where an own rate replaces ``lr_finetune``: it would change nothing."""
+    factor, later = (_factor(name, k, overrides[k]) if k in keys else 1.0 for k in (LR_FACTOR, LR_FINETUNE_FACTOR))
+    rest = {k: v for k, v in overrides.items() if k not in keys}
     defaults = {k: p.default for k, p in inspect.signature(method.build).parameters.items()}
-    for key in method.lr_args:
-        value = rest.get(key, defaults.get(key))
-        if value is not None:
-            rest[key] = value * factor
+    own = {key: rest.get(key, defaults.get(key)) for key in method.lr_args}
+    fixed = {k: v for k, v in own.items() if v is not None}
+    if LR_FINETUNE_FACTOR in keys and fixed:
+        raise ValueError(f"method variant {name!r}: {LR_FINETUNE_FACTOR} scales the preset's lr_finetune, which "
+                         f"{method.name!r} does not read while its own rate is set ({fixed}); drop "
+                         f"{', '.join(fixed)} from the variant and the preset's method_kwargs, or use {LR_FACTOR}")
+    rest.update({k: v * factor for k, v in fixed.items()})
     inner = get_method(method.name, rest)
 
     def build(ctx: StrategyContext):
         cfg = ctx.config
-        scaled = cfg.replace(lr_scratch=cfg.lr_scratch * factor, lr_finetune=cfg.lr_finetune * factor)
+        scaled = cfg.replace(lr_scratch=cfg.lr_scratch * factor, lr_finetune=cfg.lr_finetune * factor * later)
         return inner.build(dataclasses.replace(ctx, config=scaled))
 
     return dataclasses.replace(inner, name=name, overrides=overrides, build=build)

@@ -9,7 +9,9 @@ harder than its rivals. ``lr_factor`` is the grid key every method
 understands (it scales the preset's learning rates and a method's own
 ``Method.lr_args``, e.g. Ada-QPacknet's Adam rate; see
 :data:`avalanche_sst.experiments.registry.LR_FACTOR`), so cross-entropy
-baselines and the BCE methods of one table are selected over the same values.
+baselines and the BCE methods of one table are selected over the same values;
+``lr_finetune_factor`` scales the later steps' rate alone, for a table whose
+first step trains the network every method starts from (the edge tables).
 ``experiments/select_on_validation.py`` runs it and writes the grid, every
 seed's score and the choice. A run that diverged (NaN scores,
 :mod:`avalanche_sst.experiments.divergence`) rules its grid point out.

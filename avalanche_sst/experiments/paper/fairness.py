@@ -24,6 +24,7 @@ from typing import Iterable, Optional
 
 from avalanche_sst.experiments.paper.specs import (NON_METHOD_SETTINGS, TableSpec, _method_kwargs, method_settings,
                                                    sweep_groups)
+from avalanche_sst.experiments.registry import LR_FACTOR, LR_FINETUNE_FACTOR
 
 SECTION_TITLE = "## Compared methods with different hyperparameters or budgets"
 
@@ -47,9 +48,10 @@ def tuned_methods(table_id: str, selection_root: str | Path = "docs/runs/selecti
 
 
 def learning_rates(variant: str, preset) -> dict:
-    """The ``lr*`` arguments a method variant runs with beyond the preset's rates (``lr_factor`` 1 dropped)."""
+    """The ``lr*`` arguments a method variant runs with beyond the preset's rates (a factor of 1 dropped)."""
     kwargs, _defaults = _method_kwargs(variant, preset)
-    return {k: v for k, v in sorted(kwargs.items()) if k.startswith("lr") and not (k == "lr_factor" and v == 1)}
+    return {k: v for k, v in sorted(kwargs.items())
+            if k.startswith("lr") and not (k in (LR_FACTOR, LR_FINETUNE_FACTOR) and v == 1)}
 
 
 def _grouped(values: dict) -> str:
