@@ -77,7 +77,9 @@ def _tiny(**changes) -> Preset:
 # validation slices by the rule (every family, one grid, 3 seeds, the best mean of old- and new-class
 # accuracy; docs/runs/selection/edge_table4/selection.md); every threshold P runs at its family's choice:
 # python experiments/select_on_validation.py edge_table4 --methods edge_kt edge_finetune lwf cumulative
-#   --grid lr_finetune_factor=0.1:3.16:4 --seeds 0 1 2 --workers 2
+#   --grid lr_finetune_factor=0.1,0.316,1,3.16,10,31.6 --seeds 0 1 2 --workers 2
+# Empty until that selection ends (its finished runs: docs/runs/pending/edge_table4_selection; at
+# 0.1-3.16 Cumulative's best sat on the grid's edge): every family runs at the preset's lr_finetune.
 TABLE4_CHOICES: dict = {}
 
 LONG_STUDENT = 60  # Table 7's students: epochs from scratch on the two seen classes
