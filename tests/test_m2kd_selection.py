@@ -202,6 +202,27 @@ def test_edge_table4_selects_every_method_family_by_the_rule():
                                                                              "j1_outputs": "known"}
 
 
+def test_edge_table4_choices_are_the_best_means_of_its_selection_record():
+    """TABLE4_CHOICES is what the rule keeps from the published record's per-seed scores (a diverged seed,
+    edge_kt at 31.6, scores NaN and rules its grid point out)."""
+    import csv
+    from collections import defaultdict
+    from pathlib import Path
+
+    from avalanche_sst.experiments.paper.edge_tables import TABLE4_CHOICES
+    from avalanche_sst.experiments.selection import chosen_values
+
+    record = Path(__file__).resolve().parents[1] / "docs/runs/selection/edge_table4/scores.csv"
+    scores = defaultdict(list)
+    with open(record) as f:
+        for row in csv.DictReader(f):
+            scores[row["variant"]].append(float(row["mean"]))
+    assert len(scores) == 24 and all(len(v) == 3 for v in scores.values())
+    assert chosen_values(best_mean(scores, ["lr_finetune_factor"]), ["lr_finetune_factor"]) == TABLE4_CHOICES
+    assert TABLE4_CHOICES == {"edge_kt": {"lr_finetune_factor": 1}, "edge_finetune": {"lr_finetune_factor": 1},
+                              "lwf": {"lr_finetune_factor": 0.316}, "cumulative": {"lr_finetune_factor": 10}}
+
+
 def _fake_sweep(table, seen, curve_means=None):
     """A run_sweep stand-in: each run's last step scores ``table[(method, lr_factor)][seed]`` as top1_seen
     and ``curve_means`` (default: the same table) as avg_incremental."""

@@ -75,12 +75,12 @@ def _tiny(**changes) -> Preset:
 
 # Table 4's (and Table 1's, its runs) rates for the incremental step, chosen per method family on the
 # validation slices by the rule (every family, one grid, 3 seeds, the best mean of old- and new-class
-# accuracy; docs/runs/selection/edge_table4/selection.md); every threshold P runs at its family's choice:
+# accuracy; docs/runs/selection/edge_table4/selection.md, no choice on the grid's edge); every threshold P
+# runs at its family's choice (factor x the cpu preset's lr_finetune 0.003):
 # python experiments/select_on_validation.py edge_table4 --methods edge_kt edge_finetune lwf cumulative
 #   --grid lr_finetune_factor=0.1,0.316,1,3.16,10,31.6 --seeds 0 1 2 --workers 2
-# Empty until that selection ends (its finished runs: docs/runs/pending/edge_table4_selection; at
-# 0.1-3.16 Cumulative's best sat on the grid's edge): every family runs at the preset's lr_finetune.
-TABLE4_CHOICES: dict = {}
+TABLE4_CHOICES: dict = {"edge_kt": {"lr_finetune_factor": 1}, "edge_finetune": {"lr_finetune_factor": 1},
+                        "lwf": {"lr_finetune_factor": 0.316}, "cumulative": {"lr_finetune_factor": 10}}
 
 LONG_STUDENT = 60  # Table 7's students: epochs from scratch on the two seen classes
 _UNSEEN = dict(scenario="unseen_class", scenario_kwargs={"seen_classes": 2, "labelled": True})
