@@ -146,6 +146,9 @@ def test_edge_table1_tiny_cells_are_the_runs_report_values(tmp_path) -> None:
     assert per_seed["P = 0.8", "Compression (x)"] == {0: pytest.approx(done["report"]["compression_ratio"])}
     md = (tmp_path / "edge_table1" / "edge_table1.md").read_text()
     assert "../edge_table4/sweep" in md
+    # the runs stay labelled by the table that owns them, though edge_table1 wrote their preset.json last
+    sweep_preset = json.loads((tmp_path / "edge_table4" / "sweep" / "preset.json").read_text())
+    assert sweep_preset["name"] == "edge_table4-tiny"
     # the students' parameters fall as P falls (fewer filters kept)
     params = [out["cells"][f"P = {p}", "Params"][0] for p in (1.0, 0.9, 0.8, 0.7)]
     assert params == sorted(params, reverse=True)

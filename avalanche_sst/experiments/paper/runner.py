@@ -60,8 +60,12 @@ def run_table(table_id: str, preset_name: str = "cpu", out_root: str | Path = "r
         cells, sweeps, models = run_fig3(spec, preset, out_dir, data, log)
     else:
         runs_dir = out_dir if spec.runs_of is None else Path(out_root) / spec.runs_of
-        cells, sweeps, models, cell_seeds = _run_sweeps(spec, preset, preset_name, runs_dir, data, command, log,
-                                                        sweep_options)
+        # a table reading another's runs keeps that table's name on their sweep (its preset.json), so the
+        # runs stay labelled by the table that owns them whichever table wrote last
+        sweep_preset = preset if spec.runs_of is None else preset.replace(
+            name=TABLES[spec.runs_of].preset(preset_name, seeds).name)
+        cells, sweeps, models, cell_seeds = _run_sweeps(spec, sweep_preset, preset_name, runs_dir, data, command,
+                                                        log, sweep_options)
         if spec.runs_of is not None:
             sweeps = [f"../{spec.runs_of}/{name}" for name in sweeps]
     this = {"command": command, "wall_seconds": round(time.perf_counter() - t0, 1),
