@@ -1,5 +1,6 @@
 """Device discipline without a GPU: every registered method runs a few iterations, a checkpoint
-and a resume as if on CUDA (avalanche_sst.device_check), and a method that keeps CPU state is caught."""
+and a resume as if on CUDA (avalanche_sst.device_check), and a method that keeps CPU state is caught.
+On a machine with a GPU the same tiny runs also go for real on CUDA, resumed and uninterrupted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from avalanche_sst.experiments.methods import METHODS, parse_variant
 from avalanche_sst.experiments.paper import TABLES
 from avalanche_sst.experiments.paper.specs import sweep_groups
 from avalanche_sst.experiments.preflight import run_with_resume
-from avalanche_sst.experiments.sweep import build_benchmark
+from avalanche_sst.experiments.sweep import build_benchmark, run_one
 from conftest import make_images
 
 
@@ -29,18 +30,21 @@ def _first_use_of_each_method() -> dict:
 USES = _first_use_of_each_method()
 
 
-def _tiny(preset):
+def _tiny(preset, device="cuda"):
     """The tiny preset on 4 generated classes of 8x8 images, on (simulated) cuda."""
     kwargs = dict(preset.scenario_kwargs)
     if "base_classes" in kwargs:
         kwargs["base_classes"] = 3
     return preset.replace(train_fraction=1.0, test_fraction=1.0, batch_size=16, eval_batch_size=16,
-                                           scenario_kwargs=kwargs, device="cuda", seeds=(0,))
+                                           scenario_kwargs=kwargs, device=device, seeds=(0,))
+
+
+def _tiny_data():
+    return make_images(12, seed=0), make_images(6, seed=1)
 
 
 def _run_interrupted_and_resumed(preset, method, out):
-    data = make_images(12, seed=0), make_images(6, seed=1)
-    return run_with_resume(preset, method, build_benchmark(preset, 0, data), out)
+    return run_with_resume(preset, method, build_benchmark(preset, 0, _tiny_data()), out)
 
 
 def test_every_registered_method_has_a_tiny_table_to_check_it():
@@ -52,6 +56,24 @@ def test_method_keeps_every_tensor_on_the_models_device(method, tmp_path):
     table_id, variant, preset = USES[method]
     result = run_simulated(_run_interrupted_and_resumed, _tiny(preset), variant, tmp_path)
     assert len(result.accuracies) >= 1, (table_id, variant)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; the simulated check above runs here")
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_resumed_on_a_real_gpu_scores_as_an_uninterrupted_run(method, tmp_path, monkeypatch):
+    """The simulated check's promise, for real: each method trains on CUDA, its checkpoint loads
+    back onto the GPU, and every score of the resumed run equals the uninterrupted run's.
+    cuDNN's deterministic kernels are asked for, as a user who needs equal resumes on a GPU would."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    table_id, variant, preset = USES[method]
+    preset = _tiny(preset)
+    resumed = _run_interrupted_and_resumed(preset, variant, tmp_path / "resumed")
+    straight = run_one(preset, variant, 0, build_benchmark(preset, 0, _tiny_data()), tmp_path / "straight",
+                       log=lambda line: None)
+    assert len(straight.accuracies) >= 1, (table_id, variant)
+    assert resumed.scores == straight.scores, (table_id, variant)
+    assert resumed.costs == straight.costs and resumed.memory == straight.memory
 
 
 # --------------------------------------------------------------------------

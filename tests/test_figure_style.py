@@ -85,3 +85,11 @@ def test_a_selection_sweeps_77_curves_are_drawn_in_one_panel_per_method(captured
         assert labels == [f"{base}:lr_factor={f}" for f in range(7)]
         assert len({(c.lines[0].get_color(), c.lines[0].get_marker()) for c in ax.containers}) == 7
     assert fig._suptitle.get_text() == "grid"
+
+
+def test_panels_by_method_groups_by_the_base_it_is_given():
+    from avalanche_sst.experiments.figure_style import panels_by_method
+
+    labels = [f"{m}:x={i} (quick)" for m in ("a", "b") for i in range(36)]  # 72 labels
+    panels = panels_by_method(labels, base=lambda label: label.split(":")[0])
+    assert list(panels) == ["a", "b"] and panels["b"] == labels[36:]

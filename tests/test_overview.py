@@ -116,3 +116,31 @@ def test_report_cli_only_overview_keeps_the_rest(sweeps, tmp_path):
     assert (out.parent / "fig" / "overview_class_incremental.png").exists()
     assert report.main(["--out", str(out), "--overview", str(sweeps), "--only-overview"]) == 0
     assert out.read_text().count(HEADING) == 1
+
+
+def test_a_setting_with_more_rows_than_styles_gets_a_panel_per_method_each_with_the_whole_front(monkeypatch,
+                                                                                                  tmp_path):
+    from matplotlib.collections import PathCollection
+
+    from avalanche_sst.experiments import figure_style, overview
+
+    saved = {}
+    monkeypatch.setattr(figure_style, "save_figure", lambda fig, path: saved.setdefault("fig", fig))
+    # 3 methods x 24 variants = 72 labels, two more than distinct colour-and-marker pairs
+    rows = [MethodRow(f"{m}:x={i}" if i else m, "docs/runs/a", "quick", [0], (float(i), 1.0),
+                      (1000.0 * (i + 1), 0.0), None, None) for m in ("sst", "finetune", "lwf") for i in range(24)]
+    overview.plot_setting(rows, tmp_path / "f.png", title="same_class")
+    axes = saved["fig"].axes
+    assert [ax.get_title() for ax in axes] == ["same_class (marker area: memory beyond the model)\n"
+                                               "sst (grey: the setting's other methods)",
+                                               *(f"{m} (grey: the setting's other methods)" for m in ("finetune", "lwf"))]
+    for ax, method in zip(axes, ("sst", "finetune", "lwf")):
+        _, names = ax.get_legend_handles_labels()
+        assert names[-1] == "Pareto front (cost, score)"
+        assert len(names) == 25 and all(n.split(":")[0].split(" ")[0] == method for n in names[:-1])
+        # the front of the whole setting (sst's points come first among equal ones), in every panel
+        (front,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert list(front.get_xdata()) == [1000.0 * (i + 1) for i in range(24)]
+        grey = [c for c in ax.collections if isinstance(c, PathCollection)
+                and tuple(c.get_facecolor()[0][:3]) == pytest.approx((0.827, 0.827, 0.827), abs=1e-3)]
+        assert len(grey) == 48  # the other two methods' points

@@ -9,7 +9,7 @@ the first 70 labels share both (7 and 10 have no common divisor), and labels
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
           "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
@@ -31,21 +31,22 @@ def method_styles(labels: Sequence[str]) -> dict[str, dict]:
             for i, label in enumerate(unique)}
 
 
-def panels_by_method(labels: Sequence[str]) -> dict[str, list[str]]:
+def panels_by_method(labels: Sequence[str], base: Optional[Callable[[str], str]] = None) -> dict[str, list[str]]:
     """The labels of one figure split into panels that :func:`method_styles` can tell apart, by title.
 
     Up to 70 labels share one untitled panel (key ``""``). Beyond that (a selection sweep's grid: 11
-    methods x 7 lr factors), one panel per base method (the label before its first ``:``, its title),
-    in first-seen order, so each panel holds one method's grid points. A base method with more than 70
-    labels of its own raises ValueError.
+    methods x 7 lr factors), one panel per base method (``base(label)``, by default the label before its
+    first ``:``; the panel's title), in first-seen order, so each panel holds one method's points. A base
+    method with more than 70 labels of its own raises ValueError.
     """
     unique = list(dict.fromkeys(labels))
     limit = len(COLORS) * len(MARKERS)
     if len(unique) <= limit:
         return {"": unique} if unique else {}
+    base = base or (lambda label: label.split(":", 1)[0])
     panels: dict[str, list[str]] = {}
     for label in unique:
-        panels.setdefault(label.split(":", 1)[0], []).append(label)
+        panels.setdefault(base(label), []).append(label)
     crowded = [base for base, members in panels.items() if len(members) > limit]
     if crowded:
         raise ValueError(f"{crowded[0]}: {len(panels[crowded[0]])} labels in one panel; at most {limit} have "

@@ -196,39 +196,56 @@ def setting_table(rows: list[MethodRow]) -> list[str]:
 
 
 def plot_setting(rows: list[MethodRow], path: str | Path, title: str = "") -> None:
-    """Final score against training cost, marker area by memory, the Pareto front as a dashed step line."""
+    """Final score against training cost, marker area by memory, the Pareto front as a dashed step line.
+
+    A setting with more rows than distinct styles gets one panel per base method
+    (:func:`~avalanche_sst.experiments.figure_style.panels_by_method`), on shared axes, each with the
+    whole setting's Pareto front and the other methods' points in grey, so every panel reads alone.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, save_figure
+    from avalanche_sst.experiments.figure_style import legend_outside, method_styles, panels_by_method, save_figure
 
     from matplotlib.ticker import FuncFormatter
 
     labels = [f"{r.method} ({preset})" for r, preset in zip(rows, preset_names(rows))]
-    styles = method_styles(labels)
+    base_of = {label: r.method.split(":", 1)[0] for label, r in zip(labels, rows)}
+    panels = panels_by_method(labels, base=base_of.__getitem__)
     largest = max((r.memory or 0.0) for r in rows) or 1.0
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, r in zip(labels, rows):
-        area = 30 + 300 * (r.memory or 0.0) / largest
-        ax.errorbar(r.cost[0], r.score[0], xerr=r.cost[1], yerr=r.score[1], linestyle="none", capsize=2,
-                    color=styles[label]["color"], alpha=0.5)
-        ax.scatter([r.cost[0]], [r.score[0]], s=area, color=styles[label]["color"],
-                   marker=styles[label]["marker"], edgecolors="black", linewidths=0.5, label=label, zorder=3)
     front = pareto_front([(r.cost[0], r.score[0]) for r in rows])
-    ax.step([rows[i].cost[0] for i in front], [rows[i].score[0] for i in front], where="post", color="black",
-            linestyle="--", linewidth=1, label="Pareto front (cost, score)", zorder=2)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value / 1e3:g}k"))  # ticks stay apart
-    ax.set_xlabel("training cost, summed over steps (sample-passes)")
-    ax.set_ylabel("final score (%)")
-    ax.set_title(f"{title} (marker area: memory beyond the model)" if title else "marker area: memory beyond the model",
-                 fontsize=10)
-    ax.grid(alpha=0.3)
-    legend = legend_outside(ax)
-    for handle in legend.legend_handles:  # one size in the legend: there it names the method only
-        if hasattr(handle, "set_sizes"):
-            handle.set_sizes([40])
+    # a panel is as tall as its legend, so that legends beside stacked panels never overlap
+    heights = [4.0] if len(panels) == 1 else [max(3.0, 0.27 * (len(members) + 1)) for members in panels.values()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6, sum(heights)), sharex=True, sharey=True, squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (panel, members) in zip(axes[:, 0], panels.items()):
+        styles = method_styles(members)
+        for label, r in zip(labels, rows):
+            if label not in styles:
+                ax.scatter([r.cost[0]], [r.score[0]], s=12, color="lightgray", zorder=1)
+                continue
+            area = 30 + 300 * (r.memory or 0.0) / largest
+            ax.errorbar(r.cost[0], r.score[0], xerr=r.cost[1], yerr=r.score[1], linestyle="none", capsize=2,
+                        color=styles[label]["color"], alpha=0.5)
+            ax.scatter([r.cost[0]], [r.score[0]], s=area, color=styles[label]["color"],
+                       marker=styles[label]["marker"], edgecolors="black", linewidths=0.5, label=label, zorder=3)
+        ax.step([rows[i].cost[0] for i in front], [rows[i].score[0] for i in front], where="post", color="black",
+                linestyle="--", linewidth=1, label="Pareto front (cost, score)", zorder=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value / 1e3:g}k"))  # ticks stay apart
+        ax.set_ylabel("final score (%)")
+        if panel:
+            ax.set_title(f"{panel} (grey: the setting's other methods)", fontsize=9)
+        ax.grid(alpha=0.3)
+        legend = legend_outside(ax)
+        for handle in legend.legend_handles:  # one size in the legend: there it names the method only
+            if hasattr(handle, "set_sizes"):
+                handle.set_sizes([40])
+    axes[-1, 0].set_xlabel("training cost, summed over steps (sample-passes)")
+    heading = f"{title} (marker area: memory beyond the model)" if title else "marker area: memory beyond the model"
+    first = axes[0, 0]
+    first.set_title(f"{heading}\n{first.get_title()}" if len(panels) > 1 else heading, fontsize=10)
     save_figure(fig, path)
 
 
