@@ -5,14 +5,16 @@ asks for ``cuda`` (``model.to("cuda")``, ``torch.zeros(..., device=p.device)``,
 ``x.cuda()``) gets a CPU tensor *tagged* as CUDA, whose ``.device`` reads
 ``cuda:0``; tensors made without a device (``torch.zeros(n)``,
 ``torch.tensor(...)``), or moved with ``.cpu()`` / ``.to("cpu")``, are tagged
-CPU. Every operation's output inherits its inputs' tag. An operation that
-mixes a CUDA-tagged tensor with a CPU-tagged one of one or more dimensions
+CPU, and so is what ``torch.load`` reads onto the CPU (``map_location="cpu"``,
+as our checkpoints are read), since it lands there on a real GPU machine too.
+Every operation's output inherits its inputs' tag. An operation that mixes a
+CUDA-tagged tensor with a CPU-tagged one of one or more dimensions
 (real CUDA accepts 0-dimensional CPU scalars, CPU index tensors and
 cross-device copies, and so does this check) is recorded as a violation with
 its stack, as would the ``RuntimeError: Expected all tensors to be on the
 same device`` of a real GPU; so is ``.numpy()`` of a CUDA-tagged tensor.
 Tensors whose origin the mode did not see (autograd's gradients, data made
-before it started, ``torch.load`` output) are left untagged and never blamed.
+before it started) are left untagged and never blamed.
 
 Why not ``FakeTensorMode`` (``torch._subclasses.fake_tensor``), which holds
 real fake CUDA tensors: it has no values, so every ``.item()`` / ``float(loss)``
@@ -66,6 +68,18 @@ def _tensors(value) -> Iterator[torch.Tensor]:
                 yield v
 
 
+def _nested_tensors(value) -> Iterator[torch.Tensor]:
+    """Every tensor in nested dicts, lists and tuples (a checkpoint's state)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _nested_tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _nested_tensors(v)
+
+
 def _is_cuda(device) -> bool:
     if device is None or isinstance(device, torch.dtype):
         return False
@@ -115,10 +129,24 @@ class SimulatedCuda(TorchFunctionMode):
             return param
 
         torch.nn.Parameter.__new__ = staticmethod(new)
+        # a state read back onto the CPU stays there on a real GPU until code moves it: a method
+        # that computes with it beside CUDA weights after a resume fails there, so it is tagged CPU
+        self._torch_load = load = torch.load
+
+        def load_tagged(*args, **kwargs):
+            state = load(*args, **kwargs)
+            location = kwargs["map_location"] if "map_location" in kwargs else (args[1] if len(args) > 1 else None)
+            if _is_device(location) and not _is_cuda(location):
+                for t in _nested_tensors(state):
+                    t.__dict__[_TAG] = "cpu"
+            return state
+
+        torch.load = load_tagged
         return super().__enter__()
 
     def __exit__(self, *exc):
         torch.nn.Parameter.__new__ = self._parameter_new
+        torch.load = self._torch_load
         return super().__exit__(*exc)
 
     def check(self) -> None:

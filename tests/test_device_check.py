@@ -94,6 +94,20 @@ def test_cuda_meant_tensors_report_cuda_and_a_cpu_operand_is_caught():
             x.numpy()
 
 
+def test_a_state_read_back_onto_the_cpu_is_cpu_beside_cuda_weights(tmp_path):
+    """What a resume reads with map_location="cpu" is on the CPU on a real GPU machine too (M2KD's
+    snapshots were, until moved beside the network: only a real GPU showed it before this tag)."""
+    torch.save({"snapshots": [{"bn.weight": torch.ones(3)}]}, tmp_path / "checkpoint.pt")
+    with SimulatedCuda(raise_at_once=True):
+        weight = torch.ones(3, device="cuda")
+        state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+        saved = state["snapshots"][0]["bn.weight"]
+        assert saved.device == torch.device("cpu")
+        with pytest.raises(DeviceMixError, match="mul"):
+            weight * saved
+        assert torch.equal((weight * saved.to(weight.device)).cpu(), torch.ones(3))
+
+
 def test_a_model_moved_to_cuda_is_cuda_and_its_copies_too():
     import copy
 

@@ -281,6 +281,8 @@ class M2KDPlugin(SupervisedPlugin):
             self._check_network(strategy.model, self.lam)
             self.network = strategy.model
         self._units = self._check_experience(strategy)
+        # beside the network's weights, wherever they are now: a resumed run reads its snapshots onto the CPU
+        self.snapshots = [{name: t.to(strategy.device) for name, t in s.items()} for s in self.snapshots]
         if self.finetune_epochs and strategy.train_epochs <= self.finetune_epochs:
             raise ValueError(f"train_epochs={strategy.train_epochs} must exceed finetune_epochs="
                              f"{self.finetune_epochs}: the fine-tuning epochs are the last ones of train_epochs")
