@@ -90,6 +90,8 @@ def test_a_selection_sweeps_77_curves_are_drawn_in_one_panel_per_method(captured
 def test_panels_by_method_groups_by_the_base_it_is_given():
     from avalanche_sst.experiments.figure_style import panels_by_method
 
-    labels = [f"{m}:x={i} (quick)" for m in ("a", "b") for i in range(36)]  # 72 labels
-    panels = panels_by_method(labels, base=lambda label: label.split(":")[0])
-    assert list(panels) == ["a", "b"] and panels["b"] == labels[36:]
+    # 72 labels; the default base (before the first ":") would give "a (quick)" a panel of its own
+    labels = [f"{m} (quick)" if i == 0 else f"{m}:x={i} (quick)" for m in ("a", "b") for i in range(36)]
+    panels = panels_by_method(labels, base=lambda label: label.split(":")[0].split(" (")[0])
+    assert list(panels) == ["a", "b"] and panels["a"] == labels[:36] and panels["b"] == labels[36:]
+    assert list(panels_by_method(labels)) == ["a (quick)", "a", "b (quick)", "b"]
